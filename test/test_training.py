@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepseqslam_ros.checkpoint import load_checkpoint
+from deepseqslam_ros.train import TrainConfig, train
+from deepseqslam_ros.traversal import load_traversal
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_ARGS = ['--max-frames', '30', '--seq-len', '5', '--epochs', '3', '--batch-size', '8', '--device', 'cpu']
+
+
+def _train_cli(extra, out, env=None):
+    return subprocess.run([sys.executable, *extra, '--out', str(out), *TRAIN_ARGS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_ddp_two_processes_agree_with_one(tmp_path, gp_root):
+    ref = ['--reference', str(gp_root / 'day_left'), '--reference-positions', str(gp_root / 'gp_pos.csv')]
+    single = _train_cli(['-m', 'deepseqslam_ros.train', *ref], tmp_path / 'one.pt')
+    assert single.returncode == 0, single.stderr
+    env = dict(os.environ, GLOO_SOCKET_IFNAME='lo', OMP_NUM_THREADS='1')
+    ddp = _train_cli(['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
+                      '-m', 'deepseqslam_ros.train', *ref], tmp_path / 'two.pt', env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = load_checkpoint(tmp_path / 'one.pt'), load_checkpoint(tmp_path / 'two.pt')
+    for name, tensor in one.head.items():
+        assert torch.allclose(tensor, two.head[name], atol=1e-5), name
+    assert one.training['history'][-1]['loss'] == pytest.approx(two.training['history'][-1]['loss'], rel=1e-4)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, gp_root, backbone):
+    reference = load_traversal(gp_root / 'day_left', limit=30)
+    straight = train(reference, tmp_path / 'a.pt', backbone, 5, cfg=TrainConfig(epochs=4, batch_size=8),
+                     device='cpu', progress=False)
+    train(reference, tmp_path / 'b.pt', backbone, 5, cfg=TrainConfig(epochs=2, batch_size=8),
+          device='cpu', progress=False)
+    resumed = train(reference, tmp_path / 'b.pt', backbone, 5, cfg=TrainConfig(epochs=4, batch_size=8),
+                    device='cpu', resume=True, progress=False)
+    assert resumed.training['epoch'] == 4 and len(resumed.training['history']) == 4
+    for name, tensor in straight.head.items():
+        assert torch.allclose(tensor, resumed.head[name], atol=1e-6), name
+
+
+def test_cli_errors_are_clear(tmp_path):
+    missing = subprocess.run([sys.executable, '-m', 'deepseqslam_ros.train', '--reference',
+                              str(tmp_path / 'nope'), '--out', str(tmp_path / 'x.pt')],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and 'zenodo' in missing.stderr and 'Traceback' not in missing.stderr
+    no_ckpt = subprocess.run([sys.executable, '-m', 'deepseqslam_ros.evaluate', '--checkpoint',
+                              str(tmp_path / 'none.pt'), '--query', str(tmp_path), '--json', str(tmp_path / 'j')],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert no_ckpt.returncode == 2 and 'Traceback' not in no_ckpt.stderr
+
+
+def test_paper_run_py_train_and_val(tmp_path, gp_root):
+    common = ['--ngpus', '0', '--nimgs', '40', '--seq_len', '10', '--nclasses', '30', '--epochs', '5',
+              '-o', str(tmp_path), '--model_name', 'tiny', '--pretrained', 'True', '-j', '8']
+    run = [sys.executable, 'training/run.py']
+    trained = subprocess.run([*run, 'train', '--val_set', 'day_left', *common], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr
+    assert (tmp_path / 'model_tiny.pt').is_file()
+    honest = subprocess.run([*run, 'val', '--val_set', 'day_right', *common], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert honest.returncode == 0, honest.stderr
+    assert 'top1 = ' in honest.stdout and 'simulated odometry' in honest.stdout
+    metrics = json.loads(honest.stdout.strip().splitlines()[-1])
+    assert metrics['n_queries'] == 30 and 0 <= metrics['recall@1'] <= 1
+    leaky = subprocess.run([*run, 'val', '--val_set', 'day_right', '--reference-protocol', *common],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert leaky.returncode == 0 and 'REFERENCE positions' in leaky.stdout
+    bad = subprocess.run([*run, 'train', '--nclasses', '12', '--pretrained', 'maybe'], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and 'expected a boolean' in bad.stderr
+
+
+@pytest.mark.slow
+def test_gardens_point_day_left_to_night_right(tmp_path, gp_root):
+    """The acceptance run: full training on day_left, honest vision-only query on night_right."""
+    out = tmp_path / 'gp.pt'
+    trained = subprocess.run([sys.executable, '-m', 'deepseqslam_ros.train', '--reference',
+                              str(gp_root / 'day_left'), '--out', str(out), '--device', 'cpu'],
+                             cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    results = {}
+    for method in ('deepseqslam', 'seqslam'):
+        args = (['--checkpoint', str(out)] if method == 'deepseqslam'
+                else ['--method', 'seqslam', '--reference', str(gp_root / 'day_left')])
+        done = subprocess.run([sys.executable, '-m', 'deepseqslam_ros.evaluate', *args, '--query',
+                               str(gp_root / 'night_right'), '--tolerance', '2',
+                               '--json', str(tmp_path / f'{method}.json'), '--plots', str(tmp_path / method)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[method] = json.loads((tmp_path / f'{method}.json').read_text())
+    ours, baseline = results['deepseqslam'], results['seqslam']
+    assert (tmp_path / 'deepseqslam' / 'pr_curve.png').is_file()
+    assert ours['n_queries'] == 190
+    assert ours['recall@1'] >= 0.83 and ours['auc'] >= 0.78
+    assert ours['auc'] > baseline['auc']
