@@ -27,12 +27,15 @@ class PlaceMap:
     stamps:      (N,) frame stamps in seconds (frame index for image folders).
     names:       N frame names (image file names, or 'online/<stamp>').
     embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places.
+    online:      built while driving (places = every window, matched by sequence alone), not the
+                 training traversal whose places are the classifier's classes.
     """
     descriptors: torch.Tensor
     positions: torch.Tensor | None
     stamps: torch.Tensor
     names: list[str]
     embeddings: torch.Tensor
+    online: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -91,7 +94,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if places.descriptors.shape != (len(places), dim) or ckpt.mean.shape != (dim,):
         raise CheckpointError(f'checkpoint {path}: place descriptors {tuple(places.descriptors.shape)} '
                               f'do not match descriptor_dim {dim}')
-    if len(places) < config.n_places + config.seq_len - 1:
+    if not places.online and len(places) < config.n_places + config.seq_len - 1:
         raise CheckpointError(f'checkpoint {path}: {len(places)} frames cannot hold '
                               f'{config.n_places} places of {config.seq_len} frames')
     return ckpt

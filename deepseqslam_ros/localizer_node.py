@@ -1,0 +1,351 @@
+"""The localizer node: camera (+ odometry) in, recognised places, matched poses and loop closures out.
+
+A thin ROS shell around deepseqslam_ros.core.Localizer. Callbacks only enqueue; a worker thread
+batches pending frames through the backbone and steps the sequence matcher once per frame.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point32, PointStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import ChannelFloat32, CompressedImage, Image, PointCloud, TimeReference
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from .checkpoint import load_checkpoint
+from .core import Localizer, MatchConfig, Recognition
+from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
+from .odometry import OdometryBuffer
+
+PARAMETERS = {  # name: (default, description)
+    'image_topic': ('/camera/image_raw', 'camera topic (sensor_msgs/Image, or CompressedImage if compressed)'),
+    'compressed': (False, 'subscribe to sensor_msgs/CompressedImage instead of Image'),
+    'odom_topic': ('', 'nav_msgs/Odometry topic; empty = vision-only'),
+    'checkpoint': ('', 'checkpoint file from deepseqslam-train'),
+    'device': ('auto', 'auto (cuda when available), cpu, cuda or cuda:N'),
+    'precision': ('float32', 'backbone precision: float32, float16 or bfloat16'),
+    'batch_size': (8, 'most frames per backbone batch'),
+    'queue_size': (30, 'frames waiting for the worker; the oldest is dropped when full'),
+    'seq_len': (0, '0 = take it from the checkpoint; otherwise it must equal the checkpoint'),
+    'score_threshold': (3.0, 'fused z-score at or above which a place is confident'),
+    'top_k': (5, 'candidates published per frame'),
+    'lstm_weight': (MatchConfig.lstm_weight, 'weight of LSTM classifier scores against sequence matching'),
+    'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
+    'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
+    'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),
+    'odom_max_gap': (0.5, 's; frames farther than this from any odometry get no position'),
+    'map_mode': ('localize', "localize (the checkpoint's places) or online (places added while driving)"),
+    'map_save_path': ('', 'where ~/save_map and shutdown write the map; ~/load_map reads it'),
+    'map_frame': ('map', 'frame_id of matched poses and markers'),
+    'diagnostics_period': (1.0, 's between /diagnostics messages'),
+}
+CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
+           'map_mode': ('localize', 'online'), 'precision': ('float32', 'float16', 'bfloat16')}
+PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'time_backwards', 'no_odom', 'odom_gap',
+            'odom_too_old', 'checkpoint', 'dropped')
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _qos(name: str) -> QoSProfile:
+    return qos_profile_sensor_data if name == 'sensor_data' else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class LocalizerNode(Node):
+
+    def __init__(self):
+        super().__init__('deepseqslam_localizer')
+        self.p = {name: self.declare_parameter(name, default, ParameterDescriptor(description=text)).value
+                  for name, (default, text) in PARAMETERS.items()}
+        for name, allowed in CHOICES.items():
+            if self.p[name] not in allowed:
+                raise ValueError(f'parameter {name}={self.p[name]!r}: choose one of {allowed}')
+        for name in ('batch_size', 'queue_size', 'top_k'):
+            if self.p[name] < 1:
+                raise ValueError(f'parameter {name} must be >= 1, got {self.p[name]}')
+        self.problems: Counter[str] = Counter({k: 0 for k in PROBLEMS})
+        self._last_log: dict[str, float] = {}
+        self.lock = threading.Condition()      # pending frames and the odometry buffer
+        self.model_lock = threading.Lock()     # the localizer: worker vs map services
+        self.pending: deque = deque()
+        self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'])
+        self.first_seen: dict[int, float] = {}
+        self.received = self.processed = 0
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.last_stamp = -float('inf')
+        self.bridge = CvBridge() if CvBridge is not None else None
+        self.localizer = self._load_localizer()
+
+        image_type = CompressedImage if self.p['compressed'] else Image
+        self.create_subscription(image_type, self.p['image_topic'], self.on_image, _qos(self.p['image_qos']))
+        if self.p['odom_topic']:
+            self.create_subscription(Odometry, self.p['odom_topic'], self.on_odometry, _qos(self.p['odom_qos']))
+        self.pub_place = self.create_publisher(PointStamped, '~/place', 10)
+        self.pub_candidates = self.create_publisher(PointCloud, '~/candidates', 10)
+        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/matched_pose', 10)
+        self.pub_loop = self.create_publisher(TimeReference, '~/loop_closure', 10)
+        self.pub_markers = self.create_publisher(MarkerArray, '~/markers', 10)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Trigger, '~/save_map', self.on_save_map)
+        self.create_service(Trigger, '~/load_map', self.on_load_map)
+        self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
+        self.running = True
+        self.worker = threading.Thread(target=self.work, name='deepseqslam-worker', daemon=True)
+        self.worker.start()
+        self.started = time.monotonic()
+        self.get_logger().info(
+            f'listening on {self.p["image_topic"]} ({image_type.__name__}, {self.p["image_qos"]}), odometry '
+            f'{self.p["odom_topic"] or "off (vision-only)"}, map mode {self.p["map_mode"]}, device '
+            f'{self.localizer.device if self.localizer else "-"}')
+
+    # ---------------------------------------------------------------- set-up
+    def _load_localizer(self) -> Localizer | None:
+        try:
+            ckpt = load_checkpoint(self.p['checkpoint'])
+            if self.p['seq_len'] not in (0, ckpt.config.seq_len):
+                raise ValueError(f'parameter seq_len={self.p["seq_len"]} but the checkpoint was trained '
+                                 f'with seq_len={ckpt.config.seq_len}')
+            match = MatchConfig(self.p['lstm_weight'], self.p['top_k'], self.p['score_threshold'],
+                                min_age=self.p['loop_closure_gap'])
+            localizer = Localizer(ckpt, self.p['device'], match, online=self.p['map_mode'] == 'online')
+            dtype = getattr(torch, self.p['precision'])
+            localizer.backbone.to(dtype)
+            return localizer
+        except Exception as exc:  # the node keeps running and reports the problem in /diagnostics
+            self.problems['checkpoint'] += 1
+            self.get_logger().error(f'no localization: {exc}')
+            return None
+
+    def _warn(self, kind: str, message: str) -> None:
+        """Count a problem; log one line per kind at most every 5 s."""
+        self.problems[kind] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= 5.0:
+            self._last_log[kind] = now
+            self.get_logger().warning(f'[{kind}] {message} (seen {self.problems[kind]} times)')
+
+    # ---------------------------------------------------------------- callbacks: enqueue only
+    def on_image(self, msg) -> None:
+        with self.lock:
+            self.received += 1
+            if len(self.pending) >= self.p['queue_size']:
+                self.pending.popleft()
+                self.problems['dropped'] += 1
+            self.pending.append((msg, time.monotonic()))
+            self.lock.notify()
+
+    def on_odometry(self, msg: Odometry) -> None:
+        position = msg.pose.pose.position
+        with self.lock:
+            before = Counter(self.odometry.problems)
+            self.odometry.add(_seconds(msg.header.stamp), position.x, position.y)
+        for kind in (self.odometry.problems - before):
+            self._warn(kind, f'odometry at {_seconds(msg.header.stamp):.3f}: '
+                             + ('non-finite pose' if kind == 'odom_nan' else 'time went backwards; buffer restarted'))
+
+    # ---------------------------------------------------------------- worker
+    def work(self) -> None:
+        while True:
+            with self.lock:
+                while self.running and not self.pending:
+                    self.lock.wait(0.2)
+                if not self.running:
+                    return
+                batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.p['batch_size']))]
+            try:
+                with self.model_lock:
+                    self.process(batch)
+            except Exception as exc:  # never let one bad batch stop the node
+                self._warn('worker', f'frame batch failed: {exc!r}')
+
+    def process(self, batch: list) -> None:
+        frames = []
+        for msg, received in batch:
+            try:
+                rgb = compressed_to_rgb(msg) if self.p['compressed'] else image_to_rgb(msg, self.bridge)
+            except ImageError as exc:
+                self._warn(exc.kind, str(exc))
+                continue
+            frames.append((msg.header, received, rgb))
+        if not frames or self.localizer is None:
+            return
+        descriptors = self.localizer.describe([rgb for _, _, rgb in frames])
+        for (header, received, _), descriptor in zip(frames, descriptors):
+            stamp = _seconds(header.stamp)
+            if stamp < self.last_stamp:
+                self._warn('time_backwards', f'image stamp {stamp:.3f} < {self.last_stamp:.3f}: new traversal')
+                self.localizer.reset()
+                self.first_seen.clear()
+            self.last_stamp = stamp
+            position = None
+            if self.p['odom_topic']:
+                with self.lock:
+                    before = Counter(self.odometry.problems)
+                    position = self.odometry.position_at(stamp)
+                for kind in (self.odometry.problems - before):
+                    self._warn(kind, f'frame at {stamp:.3f} has no odometry within {self.p["odom_max_gap"]} s')
+            result = self.localizer.step(descriptor, position, stamp, name=f'frame/{stamp:.3f}')
+            self.processed += 1
+            if result is not None:
+                self.publish(header, result)
+            self.latencies.append(time.monotonic() - received)
+
+    # ---------------------------------------------------------------- outputs
+    def publish(self, header, result: Recognition) -> None:
+        place = PointStamped()
+        place.header.stamp, place.header.frame_id = header.stamp, 'place'
+        place.point.x = float(result.place if result.confident else -1)
+        place.point.y, place.point.z = result.score, float(result.reference_frame)
+        self.pub_place.publish(place)
+
+        cloud = PointCloud()
+        cloud.header.stamp, cloud.header.frame_id = header.stamp, self.p['map_frame']
+        ids, scores = ChannelFloat32(name='place'), ChannelFloat32(name='score')
+        for candidate, score in result.candidates:
+            xy = self.localizer.place_pose(candidate)
+            cloud.points.append(Point32(x=float(xy[0]), y=float(xy[1])) if xy is not None else Point32())
+            ids.values.append(float(candidate))
+            scores.values.append(score)
+        cloud.channels = [ids, scores]
+        self.pub_candidates.publish(cloud)
+        if not result.confident:
+            return
+
+        xy = self.localizer.place_pose(result.place)
+        if xy is not None:
+            pose = PoseWithCovarianceStamped()
+            pose.header.stamp, pose.header.frame_id = header.stamp, self.p['map_frame']
+            pose.pose.pose.position.x, pose.pose.pose.position.y = float(xy[0]), float(xy[1])
+            pose.pose.pose.orientation.w = 1.0
+            spacing = self._place_spacing()
+            pose.pose.covariance = [0.0] * 36
+            pose.pose.covariance[0] = pose.pose.covariance[7] = (2 * spacing) ** 2
+            pose.pose.covariance[35] = np.pi ** 2  # heading unknown
+            self.pub_pose.publish(pose)
+            self.pub_markers.publish(self._markers(header, result, xy))
+
+        stamp = _seconds(header.stamp)
+        first = self.first_seen.setdefault(result.place, self.localizer.place_stamp(result.place)
+                                           if self.localizer.online else stamp)
+        if stamp - first >= self.p['loop_closure_gap']:
+            loop = TimeReference()
+            loop.header.stamp, loop.header.frame_id = header.stamp, self.p['map_frame']
+            loop.time_ref.sec = int(first)
+            loop.time_ref.nanosec = int(round((first - int(first)) * 1e9)) % 1_000_000_000
+            loop.source = f'place {result.place} score {result.score:.2f}'
+            self.pub_loop.publish(loop)
+
+    def _place_spacing(self) -> float:
+        positions = self.localizer.map_positions
+        if positions is None or len(positions) < 2:
+            return 1.0
+        steps = np.linalg.norm(np.diff(positions.numpy(), axis=0), axis=1)
+        steps = steps[np.isfinite(steps)]
+        return float(np.median(steps)) if len(steps) else 1.0
+
+    def _markers(self, header, result: Recognition, xy) -> MarkerArray:
+        sphere, text = Marker(), Marker()
+        for marker, kind, mid in ((sphere, Marker.SPHERE, 0), (text, Marker.TEXT_VIEW_FACING, 1)):
+            marker.header.stamp, marker.header.frame_id = header.stamp, self.p['map_frame']
+            marker.ns, marker.id, marker.type, marker.action = 'deepseqslam', mid, kind, Marker.ADD
+            marker.pose.position.x, marker.pose.position.y = float(xy[0]), float(xy[1])
+            marker.pose.orientation.w = 1.0
+            marker.color.g = marker.color.a = 1.0
+        sphere.scale.x = sphere.scale.y = sphere.scale.z = 3 * self._place_spacing()
+        text.scale.z = 3 * self._place_spacing()
+        text.text = f'place {result.place} ({result.score:.1f})'
+        return MarkerArray(markers=[sphere, text])
+
+    def publish_diagnostics(self) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        latencies = sorted(self.latencies)
+        status = DiagnosticStatus(name='deepseqslam_localizer: place recognition', hardware_id='deepseqslam')
+        status.level = DiagnosticStatus.ERROR if self.localizer is None else (
+            DiagnosticStatus.WARN if any(self.problems.values()) else DiagnosticStatus.OK)
+        status.message = 'no checkpoint loaded' if self.localizer is None else 'localizing'
+        values = {
+            'input_rate_hz': f'{self.received / elapsed:.2f}',
+            'processed_rate_hz': f'{self.processed / elapsed:.2f}',
+            'frames_received': str(self.received), 'frames_processed': str(self.processed),
+            'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
+            'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
+            'queue_depth': str(len(self.pending)),
+            'device': str(self.localizer.device) if self.localizer else 'none',
+            'checkpoint': self.p['checkpoint'], 'map_mode': self.p['map_mode'],
+            'map_frames': str(len(self.localizer.map_names)) if self.localizer else '0',
+        }
+        values.update({f'problem_{k}': str(v) for k, v in sorted(self.problems.items())})
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    # ---------------------------------------------------------------- map services
+    def save_map(self) -> str:
+        if self.localizer is None or not self.p['map_save_path']:
+            raise RuntimeError('no localizer or no map_save_path parameter')
+        with self.model_lock:
+            checkpoint = self.localizer.to_checkpoint()
+        checkpoint.save(self.p['map_save_path'])
+        return f'saved {len(checkpoint.places)} map frames to {self.p["map_save_path"]}'
+
+    def on_save_map(self, request, response):
+        try:
+            response.message, response.success = self.save_map(), True
+        except Exception as exc:
+            response.message, response.success = f'save failed: {exc}', False
+        return response
+
+    def on_load_map(self, request, response):
+        try:
+            if self.localizer is None or not Path(self.p['map_save_path']).is_file():
+                raise RuntimeError(f'no localizer or no map at {self.p["map_save_path"]!r}')
+            places = load_checkpoint(self.p['map_save_path']).places
+            with self.model_lock:
+                self.localizer.load_map(places)
+                self.localizer.reset()
+            response.message, response.success = f'loaded {len(places)} map frames', True
+        except Exception as exc:
+            response.message, response.success = f'load failed: {exc}', False
+        return response
+
+    def shutdown(self) -> None:
+        with self.lock:
+            self.running = False
+            self.lock.notify_all()
+        self.worker.join(timeout=10)
+        if self.localizer is not None and self.p['map_save_path'] and self.p['map_mode'] == 'online':
+            self.get_logger().info(self.save_map())
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LocalizerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,126 @@
+"""Real-DDS helpers for tests and benchmarks: run the localizer's console script as a separate
+process and talk to it from an rclpy node in this process (loopback-only, own domain id)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE = 'deepseqslam_localizer'
+
+
+def ros_env() -> dict:
+    env = dict(os.environ)
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_loopback.xml')
+    env.setdefault('ROS_DOMAIN_ID', '42')
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+def start_localizer(log: Path, **params) -> subprocess.Popen:
+    """The installed console script with the package's params file and `params` overrides."""
+    script = Path(sys.executable).parent / 'deepseqslam-localizer'
+    args = [str(script), '--ros-args', '--params-file', str(ROOT / 'config' / 'localize.yaml')]
+    for name, value in params.items():
+        args += ['-p', f'{name}:={value}']
+    return subprocess.Popen(args, env=ros_env(), stdout=open(log, 'w'), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+class Client:
+    """A test-side rclpy node: publishers for camera/odometry, recorders for every node output."""
+
+    def __init__(self, image_topic='/test/image', odom_topic='/test/odom', image_reliable=True,
+                 compressed=False):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PointStamped, PoseWithCovarianceStamped
+        from nav_msgs.msg import Odometry
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CompressedImage, Image, PointCloud, TimeReference
+        self.rclpy = rclpy
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = rclpy.create_node(f'test_client_{os.getpid()}')
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if image_reliable else qos_profile_sensor_data
+        self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, image_topic, qos)
+        self.odom_pub = self.node.create_publisher(Odometry, odom_topic, QoSProfile(depth=50))
+        self.received = {k: [] for k in ('place', 'candidates', 'matched_pose', 'loop_closure', 'diagnostics')}
+        for name, kind in (('place', PointStamped), ('candidates', PointCloud),
+                           ('matched_pose', PoseWithCovarianceStamped), ('loop_closure', TimeReference)):
+            self.node.create_subscription(kind, f'/{NODE}/{name}', self.received[name].append, 100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 10)
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.rclpy.spin_once(self.node, timeout_sec=0.01)
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+        return predicate()
+
+    def diagnostics(self) -> dict:
+        """The node's latest /diagnostics values, or {}."""
+        for array in reversed(self.received['diagnostics']):
+            for status in array.status:
+                if status.name.startswith(NODE):
+                    return {kv.key: kv.value for kv in status.values} | {'_level': status.level}
+        return {}
+
+    def wait_ready(self, timeout: float = 90.0) -> bool:
+        return self.wait_for(lambda: bool(self.diagnostics()), timeout)
+
+    def publish_odometry(self, stamp: float, x: float, y: float) -> None:
+        from nav_msgs.msg import Odometry
+        msg = Odometry()
+        msg.header.stamp = stamp_msg(stamp)
+        msg.header.frame_id = 'odom'
+        msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
+        msg.pose.pose.orientation.w = 1.0
+        self.odom_pub.publish(msg)
+
+    def publish_image(self, stamp: float, fields: dict) -> None:
+        from sensor_msgs.msg import Image
+        msg = Image(**{k: v for k, v in fields.items() if k != 'data'})
+        msg.data = fields['data']
+        msg.header.stamp = stamp_msg(stamp)
+        msg.header.frame_id = 'camera'
+        self.image_pub.publish(msg)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+
+
+def stamp_msg(seconds: float):
+    from builtin_interfaces.msg import Time
+    sec = int(np.floor(seconds))
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+def place_of(candidates_msg) -> int:
+    """Best candidate place of a ~/candidates PointCloud."""
+    channels = {c.name: c.values for c in candidates_msg.channels}
+    return int(channels['place'][0])

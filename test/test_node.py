@@ -1,0 +1,128 @@
+"""The localizer node as a separate process over real DDS on loopback."""
+import math
+
+import numpy as np
+import pytest
+
+from deepseqslam_ros.checkpoint import load_checkpoint
+from deepseqslam_ros.core import MatchConfig
+from deepseqslam_ros.evaluate import evaluate_checkpoint
+from deepseqslam_ros.image_conversion import rgb_to_image_fields
+from deepseqslam_ros.traversal import load_positions, load_traversal, simulate_odometry
+
+from ros_harness import Client, place_of, start_localizer, stop
+
+T0 = 1000.0
+
+
+@pytest.fixture(scope='module')
+def route_checkpoint(tmp_path_factory, gp_root, backbone):
+    """A head trained on all of day_left with its positions (40 epochs)."""
+    from deepseqslam_ros.train import TrainConfig, train
+    reference = load_traversal(gp_root / 'day_left', gp_root / 'gp_pos.csv')
+    out = tmp_path_factory.mktemp('route') / 'route.pt'
+    train(reference, out, backbone, cfg=TrainConfig(epochs=40), device='cpu', progress=False)
+    return out
+
+
+@pytest.fixture
+def client():
+    c = Client()
+    yield c
+    c.close()
+
+
+@pytest.mark.slow
+def test_node_agrees_with_offline_evaluator(route_checkpoint, gp_root, tmp_path, client):
+    query = load_traversal(gp_root / 'night_right')
+    odometry = simulate_odometry(load_positions(gp_root / 'gp_pos.csv', len(query)), seed=3)
+    node = start_localizer(tmp_path / 'node.log', checkpoint=route_checkpoint, image_topic='/test/image',
+                           odom_topic='/test/odom', image_qos='reliable', queue_size=500, device='cpu')
+    try:
+        assert client.wait_ready(), (tmp_path / 'node.log').read_text()
+        for i in range(len(query)):
+            stamp = T0 + 0.1 * i
+            client.publish_odometry(stamp, *odometry[i])
+            client.spin(0.02)
+            client.publish_image(stamp, rgb_to_image_fields(query.image(i), 'bgr8'))
+            client.spin(0.08)
+        expected = len(query) - 9
+        assert client.wait_for(lambda: len(client.received['candidates']) >= expected, 120), \
+            f"{len(client.received['candidates'])} of {expected} answers\n" + (tmp_path / 'node.log').read_text()[-3000:]
+        assert node.poll() is None
+    finally:
+        stop(node)
+    answers = sorted(client.received['candidates'], key=lambda m: (m.header.stamp.sec, m.header.stamp.nanosec))
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in answers]
+    assert np.allclose(stamps, T0 + 0.1 * np.arange(9, 200), atol=1e-6)   # stamped with the query frame
+    places = np.array([place_of(m) for m in answers])[:190]
+    node_recall = float((np.abs(places - np.arange(190)) <= 2).mean())
+    offline, _ = evaluate_checkpoint(load_checkpoint(route_checkpoint), query, odometry, 2, MatchConfig(),
+                                     'cpu', progress=False)
+    assert abs(node_recall - offline['recall@1']) <= 0.02, (node_recall, offline['recall@1'])
+    assert client.received['matched_pose'] and client.received['place']
+    diagnostics = client.diagnostics()
+    assert int(diagnostics['problem_no_odom']) == 0 and int(diagnostics['problem_dropped']) == 0
+
+
+def _bad_images():
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    good = rgb_to_image_fields(rgb, 'rgb8')
+    yield 'rgb8', good
+    for encoding in ('bgr8', 'rgba8', 'bgra8', 'mono8'):
+        yield encoding, rgb_to_image_fields(rgb, encoding)
+    yield 'mono16', dict(good, encoding='mono16', step=128, data=np.full((48, 64), 40000, np.uint16).tobytes())
+    yield 'yuv422', dict(good, encoding='yuv422', step=128, data=bytes(48 * 128))
+    yield 'depth', dict(good, encoding='16UC1', step=128, data=bytes(48 * 128))
+    yield 'depth', dict(good, encoding='32FC1', step=256, data=bytes(48 * 256))
+    yield 'encoding', dict(good, encoding='weird9')
+    yield 'size', dict(good, step=10)                           # wrong step
+    yield 'size', dict(good, data=good['data'][:1000])          # shorter than height*step
+    yield 'size', dict(good, height=0, width=0, step=0, data=b'')  # zero-size
+
+
+def test_bad_input_is_counted_not_fatal(small_checkpoint, tmp_path, client):
+    node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
+                           odom_topic='/test/odom', image_qos='reliable', device='cpu', odom_max_gap=0.3)
+    try:
+        assert client.wait_ready(), (tmp_path / 'node.log').read_text()
+        stamp = T0
+        for _, fields in _bad_images():
+            client.publish_odometry(stamp, 0.5, 0.5)
+            client.publish_image(stamp, fields)
+            client.spin(0.05)
+            stamp += 0.1
+        for x in (math.nan, math.inf):
+            client.publish_odometry(stamp, x, 0.0)
+        client.publish_image(stamp + 50.0, rgb_to_image_fields(np.zeros((32, 32, 3), np.uint8)))  # no odometry near
+        client.spin(0.2)
+        client.publish_odometry(T0 - 100, 0.1, 0.1)               # odometry time goes backwards
+        client.publish_image(T0 - 100, rgb_to_image_fields(np.zeros((32, 32, 3), np.uint8)))  # images too
+        problems = ('encoding', 'depth', 'size', 'odom_nan', 'time_backwards', 'odom_gap')
+
+        def counted():
+            d = client.diagnostics()
+            return d and all(int(d[f'problem_{k}']) > 0 for k in problems) and int(d['frames_processed']) >= 1
+        assert client.wait_for(counted, 60), client.diagnostics()
+        diagnostics = client.diagnostics()
+        assert int(diagnostics['problem_depth']) == 2 and int(diagnostics['problem_size']) == 3
+        assert node.poll() is None  # still running
+        log = (tmp_path / 'node.log').read_text()
+        assert 'Traceback' not in log
+        assert log.count('[depth]') == 1   # one line per kind, throttled
+    finally:
+        assert stop(node) == 0
+
+
+def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
+    node = start_localizer(tmp_path / 'node.log', checkpoint=tmp_path / 'missing.pt', image_topic='/test/image')
+    try:
+        assert client.wait_ready(), (tmp_path / 'node.log').read_text()
+        client.publish_image(T0, rgb_to_image_fields(np.zeros((32, 32, 3), np.uint8)))
+        client.spin(0.5)
+        diagnostics = client.diagnostics()
+        assert diagnostics['problem_checkpoint'] == '1' and diagnostics['_level'] == b'\x02'
+        assert node.poll() is None
+        assert 'does not exist' in (tmp_path / 'node.log').read_text()
+    finally:
+        assert stop(node) == 0
