@@ -1,8 +1,10 @@
 """Frozen ImageNet CNN backbones: one global descriptor per image.
 
 Any torchvision classification model works by name. The classifier is dropped and the last
-convolutional feature map is average-pooled, so the descriptor size is the number of channels
-(resnet18: 512, mobilenet_v2: 1280). Weights are resolved offline first; see `resolve_weights`.
+convolutional feature map is average-pooled: over the whole image ('global', C values: resnet18
+512, mobilenet_v2 1280), or over the whole image and its left, centre and right thirds
+('global+strips', 4C values), which keeps the layout of the scene and was measured to recognise
+Gardens Point at night far better (ARCHITECTURE.md). Weights are resolved offline first.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ('global', 'global+strips')
 OFFLINE_MOBILENET_V2_SHA256 = 'b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889'
 
 
@@ -105,21 +109,23 @@ class Backbone(nn.Module):
     """Frozen CNN: uint8 RGB images in, (B, dim) descriptors out. BatchNorm stays in eval mode."""
 
     def __init__(self, name: str = 'mobilenet_v2', weights: str | os.PathLike | None = 'imagenet',
-                 image_size: int = 224):
+                 image_size: int = 224, pooling: str = 'global+strips'):
         super().__init__()
-        self.name, self.image_size = name, image_size
+        if pooling not in POOLINGS:
+            raise ValueError(f'pooling must be one of {POOLINGS}, not {pooling!r}')
+        self.name, self.image_size, self.pooling = name, image_size, pooling
         self.weights = resolve_weights(name, weights)
         model = torchvision.models.get_model(name, weights=None)
         if self.weights.path is not None:
             state = torch.load(self.weights.path, map_location='cpu', weights_only=True)
             model.load_state_dict(state)
-        self.features = _feature_extractor(name, model)
+        self.features = _feature_map(name, model)
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
         self.requires_grad_(False)
         self.eval()
         with torch.inference_mode():
-            self.dim = int(self.features(torch.zeros(1, 3, image_size, image_size)).shape[1])
+            self.dim = int(self(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)).shape[1])
 
     def train(self, mode: bool = True) -> 'Backbone':
         """The backbone is frozen: it never leaves eval mode (the reference code left BatchNorm in train)."""
@@ -135,7 +141,11 @@ class Backbone(nn.Module):
         """(B, 3, S, S) uint8 on any device -> (B, dim) float descriptors."""
         x = (images.to(self.mean.device, non_blocking=True).float() - self.mean) / self.std
         x = x.to(memory_format=torch.channels_last, dtype=next(self.features.parameters()).dtype)
-        return self.features(x).float()
+        fmap = self.features(x).float()                                   # (B, C, h, w)
+        pooled = [fmap.mean((2, 3))]
+        if self.pooling == 'global+strips':
+            pooled.append(F.adaptive_avg_pool2d(fmap, (1, 3)).flatten(1))  # left, centre, right
+        return torch.cat(pooled, dim=1)
 
     @torch.inference_mode()
     def describe(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -143,18 +153,15 @@ class Backbone(nn.Module):
         return self(self.prepare(images))
 
 
-def _feature_extractor(name: str, model: nn.Module) -> nn.Module:
-    """Everything up to the last conv feature map, then global average pooling."""
+def _feature_map(name: str, model: nn.Module) -> nn.Module:
+    """Everything up to the last convolutional feature map (B, C, h, w)."""
     if hasattr(model, 'features'):  # alexnet, vgg, squeezenet, densenet, mobilenet, efficientnet...
-        body = [model.features]
-        if name.startswith('densenet'):
-            body.append(nn.ReLU())  # densenet applies its final ReLU in forward()
-    elif hasattr(model, 'fc'):      # resnet, resnext, wide_resnet, regnet, googlenet, inception
-        model.fc = nn.Identity()
-        return nn.Sequential(model, nn.Flatten())
-    else:
-        raise ValueError(f'backbone {name!r} has neither .features nor .fc; pick a CNN')
-    return nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # densenet applies its final ReLU in forward()
+        return nn.Sequential(model.features, nn.ReLU()) if name.startswith('densenet') else model.features
+    if hasattr(model, 'layer4'):    # resnet, resnext, wide_resnet
+        return nn.Sequential(*(getattr(model, n) for n in
+                               ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')))
+    raise ValueError(f'backbone {name!r}: no convolutional feature map found (.features or .layer4); pick a CNN')
 
 
 def pick_device(device: str = 'auto') -> torch.device:

@@ -90,8 +90,8 @@ class Localizer:
         self.frames = 0
 
     def check_backbone(self, backbone: Backbone) -> None:
-        want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size)
-        have = (backbone.name, backbone.weights.sha256, backbone.image_size)
+        want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size, self.cfg.pooling)
+        have = (backbone.name, backbone.weights.sha256, backbone.image_size, backbone.pooling)
         if want != have:
             raise CheckpointError(f'checkpoint was trained on backbone {want} but got {have}')
 
@@ -99,7 +99,7 @@ class Localizer:
     def backbone(self) -> Backbone:
         """The checkpoint's backbone, built on first use on the localizer's device."""
         if self._backbone is None:
-            self._backbone = Backbone(self.cfg.backbone, 'imagenet', self.cfg.image_size)
+            self._backbone = Backbone(self.cfg.backbone, 'imagenet', self.cfg.image_size, self.cfg.pooling)
             self.check_backbone(self._backbone)
         return self._backbone.to(self.device)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import Backbone, WeightsNotFoundError
+from .backbones import POOLINGS, Backbone, WeightsNotFoundError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .core import Localizer, MatchConfig
 from .descriptors import describe_traversal
@@ -42,14 +42,14 @@ def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarra
 
 
 def evaluate_seqslam(reference: Traversal, query: Traversal, seq_len: int, tolerance: int,
-                     descriptor: str = 'cnn', backbone: Backbone | None = None,
+                     descriptor: str = 'cnn', backbone: Backbone | None = None, standardise: str = 'none',
                      progress: bool = True) -> tuple[dict, np.ndarray]:
     if descriptor == 'cnn':
         ref, qry = (describe_traversal(backbone, t, progress=progress) for t in (reference, query))
     else:
         ref, qry = patch_normalised(reference), patch_normalised(query)
     n_places = len(reference) - seq_len
-    scores, truth = truth_rows(sequence_scores(ref, qry, seq_len, n_places).numpy(), n_places)
+    scores, truth = truth_rows(sequence_scores(ref, qry, seq_len, n_places, standardise).numpy(), n_places)
     return score_matrix_metrics(scores, truth, tolerance), scores
 
 
@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--query-prior', type=float, default=MatchConfig.query_prior)
     parser.add_argument('--descriptor', choices=('cnn', 'patchnorm'), default='cnn', help='seqslam input')
     parser.add_argument('--backbone', default='mobilenet_v2', help='seqslam CNN')
+    parser.add_argument('--pooling', choices=POOLINGS, default='global+strips', help='seqslam CNN pooling')
+    parser.add_argument('--standardise', choices=('none', 'offline'), default='none',
+                        help="seqslam: 'offline' standardises each traversal with its whole-traversal statistics")
     parser.add_argument('--seq-len', type=int, default=10, help='seqslam sequence length')
     parser.add_argument('--max-frames', type=int)
     parser.add_argument('--device', default='auto')
@@ -111,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.reference:
                 parser.error('--method seqslam needs --reference DIR')
             reference = load_traversal(args.reference, limit=args.max_frames)
-            backbone = Backbone(args.backbone) if args.descriptor == 'cnn' else None
+            backbone = Backbone(args.backbone, pooling=args.pooling) if args.descriptor == 'cnn' else None
             metrics, scores = evaluate_seqslam(reference, query, args.seq_len, args.tolerance,
-                                               args.descriptor, backbone)
-            name = f'SeqSLAM ({args.descriptor})'
+                                               args.descriptor, backbone, args.standardise)
+            name = f'SeqSLAM ({args.descriptor}, standardise={args.standardise})'
         else:
             if not args.checkpoint:
                 parser.error('--method deepseqslam needs --checkpoint CKPT')

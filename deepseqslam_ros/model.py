@@ -17,7 +17,8 @@ class ModelConfig:
     backbone: str = 'mobilenet_v2'
     weights_sha256: str = ''
     image_size: int = 224
-    descriptor_dim: int = 1280
+    pooling: str = 'global+strips'
+    descriptor_dim: int = 5120
     seq_len: int = 10
     hidden: int = 512
     cell: str = 'lstm'            # 'lstm' (paper) or 'gru'
@@ -32,16 +33,23 @@ class ModelConfig:
 
 
 class SequenceHead(nn.Module):
-    """(B, L, D+P) -> place logits (B, n_places) and a unit-norm sequence embedding (B, hidden)."""
+    """(B, L, D+P) -> place logits (B, n_places) and a unit-norm sequence embedding (B, hidden).
+
+    Descriptors are first projected linearly to `hidden` values (5120-d descriptors would make the
+    LSTM's input weights 10x larger than the rest of the head); positions join after the projection.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        self.descriptor_dim = cfg.descriptor_dim
+        self.project = nn.Linear(cfg.descriptor_dim, cfg.hidden)
         rnn = nn.LSTM if cfg.cell == 'lstm' else nn.GRU
-        self.rnn = rnn(cfg.descriptor_dim + 2 * cfg.use_positions, cfg.hidden, batch_first=True)
+        self.rnn = rnn(cfg.hidden + 2 * cfg.use_positions, cfg.hidden, batch_first=True)
         self.classifier = nn.Linear(cfg.hidden, cfg.n_places)
 
     def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, _ = self.rnn(windows)        # (B, L, hidden)
+        descriptors, positions = windows.split([self.descriptor_dim, windows.shape[-1] - self.descriptor_dim], -1)
+        out, _ = self.rnn(torch.cat([self.project(descriptors), positions], -1))  # (B, L, hidden)
         last = out[:, -1]                 # (B, hidden): the state after the window's newest frame
         return self.classifier(last), F.normalize(last, dim=-1)
 
@@ -50,15 +58,15 @@ class Standardiser(nn.Module):
     """Per-dimension standardisation of descriptors, then L2 normalisation.
 
     The reference traversal is standardised with its own statistics. A query traversal starts from
-    the reference's statistics, counted as `prior` frames, and updates them with every frame it
-    sees (causal: live, replay and offline evaluation see the same thing). Day and night
-    descriptors differ mostly by a shift of their mean, which this removes.
+    the reference's mean, counted as `prior` frames, and updates it with every frame it sees
+    (causal: live, replay and offline evaluation see the same thing); it keeps the reference's
+    std. Day and night descriptors differ mostly by a shift of their mean, which this removes.
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, prior: float = 20.0):
         super().__init__()
         self.register_buffer('ref_mean', mean.clone().float())
-        self.register_buffer('ref_var', std.clone().float() ** 2)
+        self.register_buffer('ref_std', std.clone().float())
         self.prior = prior
         self.reset()
 
@@ -66,19 +74,16 @@ class Standardiser(nn.Module):
         """Start a new query traversal from the reference statistics."""
         self.count = self.prior
         self.mean = self.ref_mean.clone()
-        self.m2 = self.ref_var * self.prior
 
     def reference(self, descriptors: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, D) standardised with the reference statistics, unit norm."""
-        return F.normalize((descriptors - self.ref_mean) / self.ref_var.sqrt(), dim=-1)
+        return F.normalize((descriptors - self.ref_mean) / self.ref_std, dim=-1)
 
     def update(self, descriptor: torch.Tensor) -> torch.Tensor:
-        """(D,) query descriptor -> (D,) standardised with running statistics (Welford), unit norm."""
+        """(D,) query descriptor -> (D,) minus the running mean, over the reference std, unit norm."""
         self.count += 1
-        delta = descriptor - self.mean
-        self.mean = self.mean + delta / self.count
-        self.m2 = self.m2 + delta * (descriptor - self.mean)
-        return F.normalize((descriptor - self.mean) / (self.m2 / self.count).sqrt().clamp_min(1e-6), dim=-1)
+        self.mean = self.mean + (descriptor - self.mean) / self.count
+        return F.normalize((descriptor - self.mean) / self.ref_std, dim=-1)
 
 
 def head_input(descriptors: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:

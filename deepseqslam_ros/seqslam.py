@@ -1,11 +1,15 @@
-"""SeqSLAM baseline: sum of similarities along the diagonal of seq_len frames (Milford & Wyeth 2012),
-on the same CNN descriptors or on classic 64x32 patch-normalised images. Offline: each traversal is
-standardised with its own statistics, the strongest form measured in ARCHITECTURE.md."""
+"""SeqSLAM baseline: mean cosine similarity along the diagonal of seq_len frames (Milford & Wyeth
+2012, constant speed), on the same CNN descriptors or on classic 64x32 patch-normalised images.
+
+standardise='none' is the classic method. 'offline' first standardises each traversal with its own
+statistics, computed over the whole traversal: stronger, but it sees every query frame before the
+first answer, which no robot can (our streaming core uses a running mean instead)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .model import Standardiser, stats
 from .traversal import Traversal
@@ -25,10 +29,14 @@ def patch_normalised(traversal: Traversal, size: tuple[int, int] = (64, 32), pat
     return torch.from_numpy(np.stack(out))
 
 
-def sequence_scores(reference: torch.Tensor, query: torch.Tensor, seq_len: int, n_places: int) -> torch.Tensor:
+def sequence_scores(reference: torch.Tensor, query: torch.Tensor, seq_len: int, n_places: int,
+                    standardise: str = 'none') -> torch.Tensor:
     """(Q, n_places) mean cosine similarity along diagonals; row j is the query window starting at j."""
-    ref = Standardiser(*stats(reference)).reference(reference)
-    qry = Standardiser(*stats(query)).reference(query)
+    if standardise == 'offline':
+        ref = Standardiser(*stats(reference)).reference(reference)
+        qry = Standardiser(*stats(query)).reference(query)
+    else:
+        ref, qry = F.normalize(reference.float(), dim=1), F.normalize(query.float(), dim=1)
     sim = qry @ ref.T                                               # (M, N)
     n_queries = len(query) - seq_len + 1
     return sum(sim[i:i + n_queries, i:i + n_places] for i in range(seq_len)) / seq_len

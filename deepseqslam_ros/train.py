@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from .backbones import Backbone, WeightsNotFoundError, pick_device
+from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
 from .model import ModelConfig, SequenceHead, Standardiser, head_input, stats
@@ -85,8 +85,8 @@ def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_
         scale = ((positions.max(0).values - positions.min(0).values).max() / 2).clamp_min(1e-9)
     else:
         center, scale = torch.zeros(2), torch.tensor(1.0)
-    model_cfg = ModelConfig(backbone.name, backbone.weights.sha256, backbone.image_size, backbone.dim,
-                            seq_len, 512, cell, positions is not None, len(reference) - seq_len)
+    model_cfg = ModelConfig(backbone.name, backbone.weights.sha256, backbone.image_size, backbone.pooling,
+                            backbone.dim, seq_len, 512, cell, positions is not None, len(reference) - seq_len)
     torch.manual_seed(cfg.seed)
     head = SequenceHead(model_cfg).to(dev)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
     parser.add_argument('--weights', default='imagenet', help="'imagenet' (offline search), a .pth file, or 'none'")
     parser.add_argument('--image-size', type=int, default=224)
+    parser.add_argument('--pooling', choices=POOLINGS, default='global+strips',
+                        help='global average, or global + left/centre/right thirds (default)')
     parser.add_argument('--seq-len', type=int, default=10)
     parser.add_argument('--cell', choices=('lstm', 'gru'), default='lstm')
     parser.add_argument('--epochs', type=int, default=TrainConfig.epochs)
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         reference = load_traversal(args.reference, args.reference_positions, args.max_frames)
-        backbone = Backbone(args.backbone, args.weights, args.image_size)
+        backbone = Backbone(args.backbone, args.weights, args.image_size, args.pooling)
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
                      TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
                      args.device, args.resume)

@@ -54,7 +54,8 @@ def test_unknown_backbone():
 @pytest.mark.parametrize('name,dim', [('resnet18', 512), ('alexnet', 256), ('squeezenet1_0', 512),
                                       ('mobilenet_v3_small', 576), ('efficientnet_b0', 1280)])
 def test_descriptor_size_found_from_model(name, dim):
-    assert Backbone(name, weights='none', image_size=64).dim == dim
+    assert Backbone(name, weights='none', image_size=64, pooling='global').dim == dim
+    assert Backbone(name, weights='none', image_size=64).dim == 4 * dim
 
 
 def test_frozen_and_batchnorm_stays_in_eval(backbone):
@@ -69,6 +70,6 @@ def test_imagenet_features_are_meaningful(backbone, gp_root):
     left, right = load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right')
     d = backbone.describe([left.image(50), right.image(50), right.image(150)])
     d = torch.nn.functional.normalize(d, dim=1)
-    assert d.shape == (3, 1280)
+    assert d.shape == (3, 5120)
     assert float(d[0] @ d[1]) > float(d[0] @ d[2])
     assert np.isfinite(d.numpy()).all()

@@ -126,3 +126,40 @@ def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
         assert 'does not exist' in (tmp_path / 'node.log').read_text()
     finally:
         assert stop(node) == 0
+
+
+@pytest.mark.slow
+def test_online_map_finds_revisits_and_saves(small_checkpoint, gp_root, tmp_path, client):
+    """Drive day_left's first 60 frames, then the same places again (day_right): loop closures."""
+    from std_srvs.srv import Trigger
+    first, again = (load_traversal(gp_root / name, limit=60) for name in ('day_left', 'day_right'))
+    saved = tmp_path / 'online_map.pt'
+    node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
+                           image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
+                           loop_closure_gap=5.0, map_save_path=saved, score_threshold=2.5)
+    try:
+        assert client.wait_ready(), (tmp_path / 'node.log').read_text()
+        stamps = []
+        for traversal in (first, again):
+            for i in range(len(traversal)):
+                stamps.append(T0 + 0.2 * len(stamps))
+                client.publish_image(stamps[-1], rgb_to_image_fields(traversal.image(i)))
+                client.spin(0.05)
+        assert client.wait_for(lambda: int(client.diagnostics().get('frames_processed', 0)) >= 120, 120)
+        service = client.node.create_client(Trigger, '/deepseqslam_localizer/save_map')
+        assert service.wait_for_service(10)
+        future = service.call_async(Trigger.Request())
+        assert client.wait_for(future.done, 30) and future.result().success, future.result()
+    finally:
+        assert stop(node) == 0
+    loops = client.received['loop_closure']
+    assert len(loops) >= 20, len(loops)
+    errors = []
+    for loop in loops:
+        now = loop.header.stamp.sec + loop.header.stamp.nanosec * 1e-9
+        then = loop.time_ref.sec + loop.time_ref.nanosec * 1e-9
+        assert now - then >= 5.0
+        errors.append(abs((now - T0) / 0.2 - 60 - (then - T0) / 0.2))   # same place index in both passes
+    assert np.median(errors) <= 2
+    online = load_checkpoint(saved)
+    assert online.places.online and len(online.places) == 120
