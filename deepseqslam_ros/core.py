@@ -22,7 +22,7 @@ from .model import Standardiser, head_input
 
 @dataclass
 class MatchConfig:
-    lstm_weight: float = 0.25   # weight of the LSTM classifier's scores against sequence matching
+    lstm_weight: float = 0.0    # weight of the LSTM classifier's scores (0: sequence matching alone, measured best)
     top_k: int = 5
     threshold: float = 3.0      # fused z-score above which a place is "confident"
     query_prior: float = 20.0   # frames' worth of reference statistics a query starts from

@@ -18,9 +18,8 @@ class DatasetMissingError(FileNotFoundError):
 
 
 def data_root() -> Path:
-    """Dataset root: $DEEPSEQSLAM_DATA, else ../shared/data beside the checkout."""
-    default = Path(__file__).resolve().parents[2] / 'shared' / 'data'
-    return Path(os.environ.get('DEEPSEQSLAM_DATA', default)).expanduser()
+    """Dataset root: $DEEPSEQSLAM_DATA, else ../shared/data (relative to the working directory)."""
+    return Path(os.environ.get('DEEPSEQSLAM_DATA', '../shared/data')).expanduser().resolve()
 
 
 def gardens_point_root() -> Path:

@@ -64,10 +64,17 @@ class Client:
         self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, image_topic, qos)
         self.odom_pub = self.node.create_publisher(Odometry, odom_topic, QoSProfile(depth=50))
         self.received = {k: [] for k in ('place', 'candidates', 'matched_pose', 'loop_closure', 'diagnostics')}
+        self.arrivals = {k: [] for k in self.received}   # wall-clock time each message arrived
         for name, kind in (('place', PointStamped), ('candidates', PointCloud),
                            ('matched_pose', PoseWithCovarianceStamped), ('loop_closure', TimeReference)):
-            self.node.create_subscription(kind, f'/{NODE}/{name}', self.received[name].append, 100)
+            self.node.create_subscription(kind, f'/{NODE}/{name}', self._recorder(name), 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 10)
+
+    def _recorder(self, name: str):
+        def record(msg):
+            self.arrivals[name].append(time.time())
+            self.received[name].append(msg)
+        return record
 
     def spin(self, seconds: float) -> None:
         end = time.monotonic() + seconds

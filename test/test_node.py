@@ -37,7 +37,8 @@ def test_node_agrees_with_offline_evaluator(route_checkpoint, gp_root, tmp_path,
     query = load_traversal(gp_root / 'night_right')
     odometry = simulate_odometry(load_positions(gp_root / 'gp_pos.csv', len(query)), seed=3)
     node = start_localizer(tmp_path / 'node.log', checkpoint=route_checkpoint, image_topic='/test/image',
-                           odom_topic='/test/odom', image_qos='reliable', queue_size=500, device='cpu')
+                           odom_topic='/test/odom', image_qos='reliable', queue_size=500, device='cpu',
+                           lstm_weight=0.25)
     try:
         assert client.wait_ready(), (tmp_path / 'node.log').read_text()
         for i in range(len(query)):
@@ -57,7 +58,7 @@ def test_node_agrees_with_offline_evaluator(route_checkpoint, gp_root, tmp_path,
     assert np.allclose(stamps, T0 + 0.1 * np.arange(9, 200), atol=1e-6)   # stamped with the query frame
     places = np.array([place_of(m) for m in answers])[:190]
     node_recall = float((np.abs(places - np.arange(190)) <= 2).mean())
-    offline, _ = evaluate_checkpoint(load_checkpoint(route_checkpoint), query, odometry, 2, MatchConfig(),
+    offline, _ = evaluate_checkpoint(load_checkpoint(route_checkpoint), query, odometry, 2, MatchConfig(0.25),
                                      'cpu', progress=False)
     assert abs(node_recall - offline['recall@1']) <= 0.02, (node_recall, offline['recall@1'])
     assert client.received['matched_pose'] and client.received['place']

@@ -101,5 +101,5 @@ def test_gardens_point_day_left_to_night_right(tmp_path, gp_root):
     ours, baseline = results['deepseqslam'], results['seqslam']
     assert (tmp_path / 'deepseqslam' / 'pr_curve.png').is_file()
     assert ours['n_queries'] == 190
-    assert ours['recall@1'] >= 0.83 and ours['auc'] >= 0.78
-    assert ours['auc'] > baseline['auc']
+    assert ours['recall@1'] >= 0.85 and ours['auc'] >= 0.85              # the bar
+    assert ours['recall@1'] > baseline['recall@1'] and ours['auc'] > baseline['auc']
