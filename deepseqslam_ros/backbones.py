@@ -119,7 +119,7 @@ class Backbone(nn.Module):
         if self.weights.path is not None:
             state = torch.load(self.weights.path, map_location='cpu', weights_only=True)
             model.load_state_dict(state)
-        self.features = _feature_map(name, model)
+        self.features = _fold_batchnorm(_feature_map(name, model).eval())
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
         self.requires_grad_(False)
@@ -162,6 +162,24 @@ def _feature_map(name: str, model: nn.Module) -> nn.Module:
         return nn.Sequential(*(getattr(model, n) for n in
                                ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')))
     raise ValueError(f'backbone {name!r}: no convolutional feature map found (.features or .layer4); pick a CNN')
+
+
+@torch.no_grad()
+def _fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d that directly follows a Conv2d in a Sequential into the
+    conv's weights (same outputs, one op fewer per layer: BatchNorm was a quarter of CPU time)."""
+    for child in module.children():
+        _fold_batchnorm(child)
+    if isinstance(module, nn.Sequential):
+        layers = list(module)
+        for i, (conv, bn) in enumerate(zip(layers, layers[1:])):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+                module[i + 1] = nn.Identity()
+    return module
 
 
 def pick_device(device: str = 'auto') -> torch.device:

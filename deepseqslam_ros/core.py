@@ -61,6 +61,7 @@ class Localizer:
         self._backbone = backbone
         if backbone is not None:
             self.check_backbone(backbone)
+            backbone.to(self.device)
         places = checkpoint.places
         if online and not places.online:   # a fresh online map: the reference places are not used
             places = PlaceMap(torch.zeros(0, self.cfg.descriptor_dim), torch.zeros(0, 2), torch.zeros(0),
@@ -101,7 +102,8 @@ class Localizer:
         if self._backbone is None:
             self._backbone = Backbone(self.cfg.backbone, 'imagenet', self.cfg.image_size, self.cfg.pooling)
             self.check_backbone(self._backbone)
-        return self._backbone.to(self.device)
+            self._backbone.to(self.device)
+        return self._backbone
 
     def describe(self, images: list[np.ndarray]) -> torch.Tensor:
         """(B, D) descriptors of RGB uint8 images: one backbone pass for the whole batch."""

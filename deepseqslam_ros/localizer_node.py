@@ -85,6 +85,7 @@ class LocalizerNode(Node):
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'])
         self.first_seen: dict[int, float] = {}
         self.received = self.processed = 0
+        self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
         self.last_stamp = -float('inf')
         self.bridge = CvBridge() if CvBridge is not None else None
@@ -166,11 +167,13 @@ class LocalizerNode(Node):
                 if not self.running:
                     return
                 batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.p['batch_size']))]
+            start = time.monotonic()
             try:
                 with self.model_lock:
                     self.process(batch)
             except Exception as exc:  # never let one bad batch stop the node
                 self._warn('worker', f'frame batch failed: {exc!r}')
+            self.busy += time.monotonic() - start
 
     def process(self, batch: list) -> None:
         frames = []
@@ -284,6 +287,7 @@ class LocalizerNode(Node):
             'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
             'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
             'queue_depth': str(len(self.pending)),
+            'worker_busy_fraction': f'{self.busy / elapsed:.2f}',
             'device': str(self.localizer.device) if self.localizer else 'none',
             'checkpoint': self.p['checkpoint'], 'map_mode': self.p['map_mode'],
             'map_frames': str(len(self.localizer.map_names)) if self.localizer else '0',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -116,6 +117,15 @@ class Client:
         msg.header.stamp = stamp_msg(stamp)
         msg.header.frame_id = 'camera'
         self.image_pub.publish(msg)
+
+    def publish_serialized(self, stamp: float, serialized: bytearray) -> None:
+        """Publish a serialized sensor_msgs/Image (as a bag player does), its header stamp replaced.
+
+        CDR little-endian: 4 bytes of encapsulation, then header.stamp.sec (int32) and .nanosec (uint32).
+        """
+        t = stamp_msg(stamp)
+        struct.pack_into('<iI', serialized, 4, t.sec, t.nanosec)
+        self.image_pub.publish(bytes(serialized))
 
     def close(self) -> None:
         self.node.destroy_node()
