@@ -26,6 +26,7 @@ setup(
             'deepseqslam-localizer = deepseqslam_ros.localizer_node:main',
             'deepseqslam-train = deepseqslam_ros.train:main',
             'deepseqslam-eval = deepseqslam_ros.evaluate:main',
+            'deepseqslam-bag = deepseqslam_ros.bag:main',
         ],
     },
 )

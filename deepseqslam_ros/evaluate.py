@@ -14,9 +14,9 @@ import numpy as np
 
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .core import Localizer, MatchConfig
+from .core import Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
-from .metrics import precision_recall, score_matrix_metrics
+from .metrics import place_metrics, precision_recall, score_matrix_metrics
 from .seqslam import patch_normalised, sequence_scores
 from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, simulate_odometry
 
@@ -25,6 +25,26 @@ def truth_rows(scores: np.ndarray, n_places: int) -> tuple[np.ndarray, np.ndarra
     """Keep query windows whose true place (their start frame) exists in the map."""
     n = min(len(scores), n_places)
     return scores[:n], np.arange(n)
+
+
+def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray,
+                   frame_truth: np.ndarray, seq_len: int, n_places: int, tolerance: int) -> dict:
+    """Metrics of answers for the windows ending at `frames` (offline, bag or live replay alike).
+
+    A window's true place is the place of its first frame; windows whose true place is not in the
+    map (or unknown, < 0) are not counted. `candidates`: each answer's top-K places, best first.
+    """
+    truth = frame_truth[np.asarray(frames) - seq_len + 1]
+    keep = (truth >= 0) & (truth < n_places)
+    ranked = np.array([c + [c[-1]] * (5 - len(c)) for c in candidates])[:, :5]   # pad K < 5
+    return place_metrics(ranked[keep], np.asarray(best_scores)[keep], truth[keep], tolerance)
+
+
+def recognition_metrics(results: list[Recognition], frame_truth: np.ndarray, ckpt: Checkpoint,
+                        tolerance: int) -> dict:
+    return answer_metrics(np.array([r.frame for r in results]), [[p for p, _ in r.candidates] for r in results],
+                          np.array([r.score for r in results]), frame_truth, ckpt.config.seq_len,
+                          ckpt.config.n_places, tolerance)
 
 
 def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarray | None,
@@ -37,8 +57,8 @@ def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarra
         print('note: the model was trained with positions but the query has none; '
               'scoring with sequence matching only', file=sys.stderr)
     results = localizer.run(descriptors, positions)
-    scores, truth = truth_rows(np.stack([r.scores for r in results]), ckpt.config.n_places)
-    return score_matrix_metrics(scores, truth, tolerance), scores
+    metrics = recognition_metrics(results, np.arange(len(query)), ckpt, tolerance)
+    return metrics, np.stack([r.scores for r in results])[:metrics['n_queries']]
 
 
 def evaluate_seqslam(reference: Traversal, query: Traversal, seq_len: int, tolerance: int,
