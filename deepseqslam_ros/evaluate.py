@@ -21,12 +21,6 @@ from .seqslam import patch_normalised, sequence_scores
 from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, simulate_odometry
 
 
-def truth_rows(scores: np.ndarray, n_places: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep query windows whose true place (their start frame) exists in the map."""
-    n = min(len(scores), n_places)
-    return scores[:n], np.arange(n)
-
-
 def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray,
                    frame_truth: np.ndarray, seq_len: int, n_places: int, tolerance: int) -> dict:
     """Metrics of answers for the windows ending at `frames` (offline, bag or live replay alike).
@@ -69,8 +63,8 @@ def evaluate_seqslam(reference: Traversal, query: Traversal, seq_len: int, toler
     else:
         ref, qry = patch_normalised(reference), patch_normalised(query)
     n_places = len(reference) - seq_len
-    scores, truth = truth_rows(sequence_scores(ref, qry, seq_len, n_places, standardise).numpy(), n_places)
-    return score_matrix_metrics(scores, truth, tolerance), scores
+    scores = sequence_scores(ref, qry, seq_len, n_places, standardise).numpy()[:n_places]  # true place exists
+    return score_matrix_metrics(scores, np.arange(len(scores)), tolerance), scores
 
 
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:

@@ -51,8 +51,8 @@ def test_unknown_backbone():
         resolve_weights('not_a_net')
 
 
-@pytest.mark.parametrize('name,dim', [('resnet18', 512), ('alexnet', 256), ('squeezenet1_0', 512),
-                                      ('mobilenet_v3_small', 576), ('efficientnet_b0', 1280)])
+@pytest.mark.parametrize('name,dim', [('resnet18', 512), ('alexnet', 256), ('vgg16', 512), ('squeezenet1_0', 512),
+                                      ('densenet161', 2208), ('mobilenet_v3_small', 576), ('efficientnet_b0', 1280)])
 def test_descriptor_size_found_from_model(name, dim):
     assert Backbone(name, weights='none', image_size=64, pooling='global').dim == dim
     assert Backbone(name, weights='none', image_size=64).dim == 4 * dim
@@ -73,3 +73,13 @@ def test_imagenet_features_are_meaningful(backbone, gp_root):
     assert d.shape == (3, 5120)
     assert float(d[0] @ d[1]) > float(d[0] @ d[2])
     assert np.isfinite(d.numpy()).all()
+
+
+def test_reduced_precision_matches_float32(backbone, gp_root):
+    """bfloat16 (the node's `precision` option; float16 likewise on GPUs) gives nearly the same descriptor."""
+    from deepseqslam_ros.traversal import load_traversal
+    image = load_traversal(gp_root / 'day_left', limit=1).image(0)
+    low = Backbone('mobilenet_v2').to(torch.bfloat16)
+    a, b = backbone.describe([image]), low.describe([image])
+    assert b.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,6 +46,17 @@ def test_resume_continues_to_the_same_weights(tmp_path, gp_root, backbone):
     assert resumed.training['epoch'] == 4 and len(resumed.training['history']) == 4
     for name, tensor in straight.head.items():
         assert torch.allclose(tensor, resumed.head[name], atol=1e-6), name
+
+
+def test_gru_cell_trains_and_localizes(tmp_path, gp_root, backbone):
+    from deepseqslam_ros.core import Localizer, MatchConfig
+    from deepseqslam_ros.descriptors import describe_traversal
+    reference = load_traversal(gp_root / 'day_left', limit=30)
+    ckpt = train(reference, tmp_path / 'gru.pt', backbone, 5, cell='gru', cfg=TrainConfig(epochs=3, batch_size=8),
+                 device='cpu', progress=False)
+    assert isinstance(load_checkpoint(tmp_path / 'gru.pt').build_head().rnn, torch.nn.GRU)
+    results = Localizer(ckpt, 'cpu', MatchConfig(lstm_weight=1.0)).run(describe_traversal(backbone, reference))
+    assert len(results) == 26 and all(np.isfinite(r.scores).all() for r in results)
 
 
 def test_cli_errors_are_clear(tmp_path):
