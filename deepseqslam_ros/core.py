@@ -87,6 +87,7 @@ class Localizer:
         """Start a new query traversal (a new bag, a loop restart)."""
         self.standardiser.reset()
         self.window: deque[torch.Tensor] = deque(maxlen=self.cfg.seq_len)
+        self.window_rows: deque[torch.Tensor] = deque(maxlen=self.cfg.seq_len)   # similarity to map frames
         self.window_positions: deque[torch.Tensor | None] = deque(maxlen=self.cfg.seq_len)
         self.frames = 0
 
@@ -118,6 +119,7 @@ class Localizer:
         stamp = float(frame if stamp is None else stamp)
         standardised = self.standardiser.update(descriptor.to(self.device).float())
         self.window.append(standardised)
+        self.window_rows.append(self.map_descriptors @ standardised)   # (N,): one product per frame
         normed = None
         if position is not None:
             normed = (torch.as_tensor(position, device=self.device).float() - self.position_center) / self.position_scale
@@ -145,8 +147,7 @@ class Localizer:
             n_places = int((ends <= stamp - self.match.min_age).sum())
         if n_places < 1:
             return None
-        similarity = query @ self.map_descriptors.T                   # (L, N)
-        sequence = sum(similarity[i, i:i + n_places] for i in range(length)) / length  # (n_places,)
+        sequence = sum(self._row(i)[i:i + n_places] for i in range(length)) / length  # (n_places,)
         fused, weight = zscore(sequence), self.match.lstm_weight
         head = self._head(query) if weight > 0 and not self.online else None
         if head is not None:
@@ -157,6 +158,14 @@ class Localizer:
                            confident=best_score >= self.match.threshold,
                            candidates=[(int(p), float(s)) for p, s in zip(places, scores)],
                            scores=fused.cpu().numpy(), reference_frame=best + length - 1)
+
+    def _row(self, i: int) -> torch.Tensor:
+        """Similarity of window frame i to every map frame, extended if the (online) map grew."""
+        row, known = self.window_rows[i], len(self.window_rows[i])
+        if known < len(self.map_descriptors):
+            row = torch.cat([row, self.map_descriptors[known:] @ self.window[i]])
+            self.window_rows[i] = row
+        return row
 
     def _add_frame(self, standardised: torch.Tensor, position, stamp: float, name: str,
                    query: torch.Tensor | None) -> None:

@@ -1,7 +1,9 @@
 """The localizer node: camera (+ odometry) in, recognised places, matched poses and loop closures out.
 
-A thin ROS shell around deepseqslam_ros.core.Localizer. Callbacks only enqueue; a worker thread
-batches pending frames through the backbone and steps the sequence matcher once per frame.
+A thin ROS shell around deepseqslam_ros.core.Localizer. Callbacks only enqueue. The rclpy executor
+spins in a background thread; the main thread is the worker: it batches pending frames through the
+backbone and steps the sequence matcher once per frame (torch's thread pool measured ~20 % more
+frames/s driven from the main thread than from a secondary one).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PointStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import ChannelFloat32, CompressedImage, Image, PointCloud, TimeReference
@@ -105,8 +107,6 @@ class LocalizerNode(Node):
         self.create_service(Trigger, '~/load_map', self.on_load_map)
         self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
         self.running = True
-        self.worker = threading.Thread(target=self.work, name='deepseqslam-worker', daemon=True)
-        self.worker.start()
         self.started = time.monotonic()
         self.get_logger().info(
             f'listening on {self.p["image_topic"]} ({image_type.__name__}, {self.p["image_qos"]}), odometry '
@@ -158,13 +158,14 @@ class LocalizerNode(Node):
             self._warn(kind, f'odometry at {_seconds(msg.header.stamp):.3f}: '
                              + ('non-finite pose' if kind == 'odom_nan' else 'time went backwards; buffer restarted'))
 
-    # ---------------------------------------------------------------- worker
+    # ---------------------------------------------------------------- worker (main thread)
     def work(self) -> None:
+        """Process frames until shutdown."""
         while True:
             with self.lock:
-                while self.running and not self.pending:
+                while self.running and rclpy.ok(context=self.context) and not self.pending:
                     self.lock.wait(0.2)
-                if not self.running:
+                if not (self.running and rclpy.ok(context=self.context)):
                     return
                 batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.p['batch_size']))]
             start = time.monotonic()
@@ -331,22 +332,35 @@ class LocalizerNode(Node):
         with self.lock:
             self.running = False
             self.lock.notify_all()
-        self.worker.join(timeout=10)
         if self.localizer is not None and self.p['map_save_path'] and self.p['map_mode'] == 'online':
             self.get_logger().info(self.save_map())
 
 
+def _spin(executor) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:
+        pass
+
+
 def main(args=None) -> None:
     rclpy.init(args=args)
-    node = None
+    node, executor = None, SingleThreadedExecutor()
+    spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)
     try:
         node = LocalizerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor.add_node(node)
+        spinner.start()
+        node.work()
+    except KeyboardInterrupt:
         pass
     finally:
         if node is not None:
             node.shutdown()
+        executor.shutdown()
+        if spinner.is_alive():
+            spinner.join(timeout=10)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
 
