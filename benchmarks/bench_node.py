@@ -1,6 +1,7 @@
 """Localizer node over real DDS (loopback) vs the bare backbone, same machine, same run.
 
-Publishes pre-serialized 640x480 rgb8 Gardens Point frames (as a bag player does) at 30 Hz, then faster than the node can go (flat out,
+Publishes pre-serialized 640x480 rgb8 Gardens Point frames (as a bag player does) at 30 Hz, then
+faster than the node can go (flat out,
 120 Hz), to the node's console script; prints sustained processed frames/s, p50/p95 latency
 (stamp -> output received back), drops, and the ratio to the bare backbone's frames/s.
 
@@ -110,7 +111,8 @@ def main():
             client_cores = (time.process_time() - client_cpu) / wall
             p50, p95 = (np.percentile(latencies, q) * 1e3 for q in (50, 95)) if latencies else (np.nan, np.nan)
             fps = len(outputs) / duration
-            print(f'{label:9s}: published {int(rate * args.seconds)} frames, node answered {len(outputs)} in {duration:.1f} s '
+            print(f'{label:9s}: published {int(rate * args.seconds)} frames, node answered {len(outputs)} '
+                  f'in {duration:.1f} s '
                   f'= {fps:.1f} frames/s sustained, dropped '
                   f'{int(client.diagnostics().get("problem_dropped", 0)) - dropped}, latency stamp -> answer '
                   f'p50 {p50:.0f} ms p95 {p95:.0f} ms, ratio to bare backbone {fps / bare:.2f}; CPU cores used: '

@@ -66,11 +66,13 @@ def export(images: str | Path, out: str | Path, rate: float, positions: np.ndarr
     """Write a traversal folder as a rosbag2 bag; returns the number of frames."""
     traversal = load_traversal(images)
     t = TYPES.types
-    writer = Writer(Path(out), version=9, storage_plugin=StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3)
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    writer = Writer(Path(out), version=9, storage_plugin=plugin)
     with writer:
         image_type = IMAGE_TYPES[compressed]
         camera = writer.add_connection(IMAGE_TOPIC + ('/compressed' if compressed else ''), image_type, typestore=TYPES)
-        odom = writer.add_connection(ODOM_TOPIC, 'nav_msgs/msg/Odometry', typestore=TYPES) if positions is not None else None
+        odom = None if positions is None else writer.add_connection(ODOM_TOPIC, 'nav_msgs/msg/Odometry',
+                                                                     typestore=TYPES)
         truth = writer.add_connection(TRUTH_TOPIC, 'geometry_msgs/msg/PointStamped', typestore=TYPES)
         for i in tqdm(range(len(traversal)), desc=f'export {traversal.name}', unit='frame', disable=None):
             ns = start_ns + round(i * 1e9 / rate)
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                 positions = simulate_odometry(load_positions(args.route, n), args.simulate_odometry)
             n = export(args.images, args.out, args.rate, positions, args.storage, args.compressed)
             print(f'wrote {n} frames to {args.out} ({args.storage}, {args.rate} Hz, '
-                  f'{"CompressedImage" if args.compressed else "Image"}, odometry {"yes" if positions is not None else "no"})')
+                  f'{"CompressedImage" if args.compressed else "Image"}, '
+                  f'odometry {"no" if positions is None else "yes"})')
             return 0
         ckpt = load_checkpoint(args.checkpoint)
         contents = read_bag(args.bag, args.image_topic, args.odom_topic, args.truth_topic)

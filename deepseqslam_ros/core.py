@@ -122,7 +122,8 @@ class Localizer:
         self.window_rows.append(self.map_descriptors @ standardised)   # (N,): one product per frame
         normed = None
         if position is not None:
-            normed = (torch.as_tensor(position, device=self.device).float() - self.position_center) / self.position_scale
+            normed = torch.as_tensor(position, device=self.device).float()
+            normed = (normed - self.position_center) / self.position_scale
         self.window_positions.append(normed)
         query = torch.stack(tuple(self.window)) if len(self.window) == self.cfg.seq_len else None  # (L, D)
         result = None if query is None else self._recognise(query, frame, stamp)

@@ -46,7 +46,8 @@ def describe_traversal(backbone: Backbone, traversal: Traversal, batch_size: int
     keys = [_file_key(f) for f in traversal.files]
     missing = [i for i, k in enumerate(keys) if k not in cached]
     batches = range(0, len(missing), batch_size)
-    for start in tqdm(batches, desc=f'CNN {traversal.name}', unit='batch', disable=None if progress and missing else True):
+    bar = tqdm(batches, desc=f'CNN {traversal.name}', unit='batch', disable=None if progress and missing else True)
+    for start in bar:
         chunk = missing[start:start + batch_size]
         descriptors = backbone.describe([traversal.image(i) for i in chunk]).cpu()
         cached.update({keys[i]: d.clone() for i, d in zip(chunk, descriptors)})

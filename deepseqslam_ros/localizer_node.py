@@ -64,7 +64,9 @@ def _seconds(stamp) -> float:
 
 
 def _qos(name: str) -> QoSProfile:
-    return qos_profile_sensor_data if name == 'sensor_data' else QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    if name == 'sensor_data':
+        return qos_profile_sensor_data
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class LocalizerNode(Node):

@@ -61,7 +61,8 @@ class Client:
         if not rclpy.ok():
             rclpy.init()
         self.node = rclpy.create_node(f'test_client_{os.getpid()}')
-        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE) if image_reliable else qos_profile_sensor_data
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        qos = reliable if image_reliable else qos_profile_sensor_data
         self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, image_topic, qos)
         self.odom_pub = self.node.create_publisher(Odometry, odom_topic, QoSProfile(depth=50))
         self.received = {k: [] for k in ('place', 'candidates', 'matched_pose', 'loop_closure', 'diagnostics')}

@@ -48,8 +48,9 @@ def test_node_agrees_with_offline_evaluator(route_checkpoint, gp_root, tmp_path,
             client.publish_image(stamp, rgb_to_image_fields(query.image(i), 'bgr8'))
             client.spin(0.08)
         expected = len(query) - 9
-        assert client.wait_for(lambda: len(client.received['candidates']) >= expected, 120), \
-            f"{len(client.received['candidates'])} of {expected} answers\n" + (tmp_path / 'node.log').read_text()[-3000:]
+        answered = client.wait_for(lambda: len(client.received['candidates']) >= expected, 120)
+        assert answered, f"{len(client.received['candidates'])} of {expected} answers\n" + \
+            (tmp_path / 'node.log').read_text()[-3000:]
         assert node.poll() is None
     finally:
         stop(node)

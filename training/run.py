@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--positions', type=str2bool, default=True, help='use gp_pos.csv / odometry input')
     p.add_argument('--odometry_seed', type=int, default=0, help='seed of the simulated query odometry')
     p.add_argument('--reference-protocol', action='store_true',
-                   help="LEAKY, for comparison only: give the query the reference's own positions, as the paper's code does")
+                   help="LEAKY, for comparison only: give the query the reference's own positions, "
+                        "as the paper's code does")
     p.add_argument('--tolerance', type=int, default=2)
     return p
 
