@@ -7,6 +7,7 @@ frames/s driven from the main thread than from a secondary one).
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -345,7 +346,7 @@ def _spin(executor) -> None:
         pass
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
     rclpy.init(args=args)
     node, executor = None, SingleThreadedExecutor()
     spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)
@@ -356,6 +357,9 @@ def main(args=None) -> None:
         node.work()
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # an invalid parameter value
+        rclpy.logging.get_logger('deepseqslam_localizer').fatal(str(exc))
+        return 2
     finally:
         if node is not None:
             node.shutdown()
@@ -365,7 +369,8 @@ def main(args=None) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

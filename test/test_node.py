@@ -116,6 +116,13 @@ def test_bad_input_is_counted_not_fatal(small_checkpoint, tmp_path, client):
         assert stop(node) == 0
 
 
+def test_invalid_parameter_is_a_clear_exit(tmp_path):
+    node = start_localizer(tmp_path / 'node.log', map_mode='bogus')
+    assert node.wait(timeout=60) == 2
+    log = (tmp_path / 'node.log').read_text()
+    assert 'map_mode' in log and "'localize', 'online'" in log and 'Traceback' not in log
+
+
 def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
     node = start_localizer(tmp_path / 'node.log', checkpoint=tmp_path / 'missing.pt', image_topic='/test/image')
     try:
