@@ -116,8 +116,7 @@ def main():
                   f'= {fps:.1f} frames/s sustained, dropped '
                   f'{int(client.diagnostics().get("problem_dropped", 0)) - dropped}, latency stamp -> answer '
                   f'p50 {p50:.0f} ms p95 {p95:.0f} ms, ratio to bare backbone {fps / bare:.2f}; CPU cores used: '
-                  f'node {node_cores:.2f}, test publisher {client_cores:.2f} (of {os.cpu_count()}); node worker busy '
-                  f'{client.diagnostics().get("worker_busy_fraction")} of its life')
+                  f'node {node_cores:.2f}, test publisher {client_cores:.2f} (of {os.cpu_count()})')
     finally:
         stop(node)
         client.close()

@@ -110,7 +110,7 @@ class LocalizerNode(Node):
         self.create_service(Trigger, '~/load_map', self.on_load_map)
         self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
         self.running = True
-        self.started = time.monotonic()
+        self.last_report = (time.monotonic(), 0, 0, 0.0)   # time, received, processed, busy
         self.get_logger().info(
             f'listening on {self.p["image_topic"]} ({image_type.__name__}, {self.p["image_qos"]}), odometry '
             f'{self.p["odom_topic"] or "off (vision-only)"}, map mode {self.p["map_mode"]}, device '
@@ -278,20 +278,23 @@ class LocalizerNode(Node):
         return MarkerArray(markers=[sphere, text])
 
     def publish_diagnostics(self) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        now = time.monotonic()
+        then, received, processed, busy = self.last_report
+        self.last_report = (now, self.received, self.processed, self.busy)
+        elapsed = max(now - then, 1e-9)   # rates are over the last diagnostics period
         latencies = sorted(self.latencies)
         status = DiagnosticStatus(name='deepseqslam_localizer: place recognition', hardware_id='deepseqslam')
         status.level = DiagnosticStatus.ERROR if self.localizer is None else (
             DiagnosticStatus.WARN if any(self.problems.values()) else DiagnosticStatus.OK)
         status.message = 'no checkpoint loaded' if self.localizer is None else 'localizing'
         values = {
-            'input_rate_hz': f'{self.received / elapsed:.2f}',
-            'processed_rate_hz': f'{self.processed / elapsed:.2f}',
+            'input_rate_hz': f'{(self.received - received) / elapsed:.2f}',
+            'processed_rate_hz': f'{(self.processed - processed) / elapsed:.2f}',
             'frames_received': str(self.received), 'frames_processed': str(self.processed),
             'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
             'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
             'queue_depth': str(len(self.pending)),
-            'worker_busy_fraction': f'{self.busy / elapsed:.2f}',
+            'worker_busy_fraction': f'{(self.busy - busy) / elapsed:.2f}',
             'device': str(self.localizer.device) if self.localizer else 'none',
             'checkpoint': self.p['checkpoint'], 'map_mode': self.p['map_mode'],
             'map_frames': str(len(self.localizer.map_names)) if self.localizer else '0',
