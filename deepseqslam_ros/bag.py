@@ -29,7 +29,7 @@ from .core import Localizer, MatchConfig
 from .evaluate import answer_metrics, recognition_metrics, save_plots
 from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
 from .odometry import OdometryBuffer
-from .traversal import DatasetMissingError, load_positions, load_traversal, simulate_odometry
+from .traversal import DatasetMissingError, Traversal, load_traversal, traversal_positions
 
 TYPES = get_typestore(Stores.ROS2_KILTED)
 IMAGE_TOPIC, ODOM_TOPIC, TRUTH_TOPIC = '/camera/image_raw', '/odom', '/ground_truth/place'
@@ -61,10 +61,9 @@ def _odometry(ns: int, x: float, y: float):
                                                          covariance=np.zeros(36)))
 
 
-def export(images: str | Path, out: str | Path, rate: float, positions: np.ndarray | None = None,
+def export(traversal: Traversal, out: str | Path, rate: float, positions: np.ndarray | None = None,
            storage: str = 'mcap', compressed: bool = False, start_ns: int = 1_000_000_000_000) -> int:
-    """Write a traversal folder as a rosbag2 bag; returns the number of frames."""
-    traversal = load_traversal(images)
+    """Write a traversal as a rosbag2 bag; returns the number of frames."""
     t = TYPES.types
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     writer = Writer(Path(out), version=9, storage_plugin=plugin)
@@ -299,14 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == 'export':
-            positions, n = None, len(load_traversal(args.images))
-            if args.positions:
-                positions = load_positions(args.positions, n)
-            elif args.simulate_odometry is not None:
-                if not args.route:
-                    raise ValueError('--simulate-odometry needs --route CSV')
-                positions = simulate_odometry(load_positions(args.route, n), args.simulate_odometry)
-            n = export(args.images, args.out, args.rate, positions, args.storage, args.compressed)
+            traversal = load_traversal(args.images)
+            positions = traversal_positions(len(traversal), args.positions, args.simulate_odometry, args.route)
+            n = export(traversal, args.out, args.rate, positions, args.storage, args.compressed)
             print(f'wrote {n} frames to {args.out} ({args.storage}, {args.rate} Hz, '
                   f'{"CompressedImage" if args.compressed else "Image"}, '
                   f'odometry {"no" if positions is None else "yes"})')

@@ -112,7 +112,7 @@ class Localizer:
 
     @torch.inference_mode()
     def step(self, descriptor: torch.Tensor, position: np.ndarray | None = None,
-             stamp: float | None = None, name: str = '') -> Recognition | None:
+             stamp: float | None = None) -> Recognition | None:
         """Add one frame's descriptor (and position); None until a window and a candidate exist."""
         frame = self.frames
         self.frames += 1
@@ -128,7 +128,7 @@ class Localizer:
         query = torch.stack(tuple(self.window)) if len(self.window) == self.cfg.seq_len else None  # (L, D)
         result = None if query is None else self._recognise(query, frame, stamp)
         if self.online:
-            self._add_frame(standardised, position, stamp, name or f'online/{stamp:.3f}', query)
+            self._add_frame(standardised, position, stamp, f'online/{stamp:.3f}', query)
         return result
 
     def _head(self, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -18,7 +18,7 @@ from .core import Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
 from .metrics import place_metrics, precision_recall, score_matrix_metrics
 from .seqslam import patch_normalised, sequence_scores
-from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, simulate_odometry
+from .traversal import DatasetMissingError, Traversal, load_traversal, traversal_positions
 
 
 def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray,
@@ -86,17 +86,6 @@ def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> 
     plt.close('all')
 
 
-def query_positions(args, n_frames: int) -> np.ndarray | None:
-    if args.query_positions:
-        return load_positions(args.query_positions, n_frames)
-    if args.simulate_odometry is None:
-        return None
-    if not args.route:
-        raise ValueError('--simulate-odometry needs --route CSV: the route the query drives '
-                         '(on Gardens Point, gp_pos.csv)')
-    return simulate_odometry(load_positions(args.route, n_frames), args.simulate_odometry)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='deepseqslam-eval', description=__doc__.splitlines()[0])
     parser.add_argument('--method', choices=('deepseqslam', 'seqslam'), default='deepseqslam')
@@ -136,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.checkpoint:
                 parser.error('--method deepseqslam needs --checkpoint CKPT')
             ckpt = load_checkpoint(args.checkpoint)
-            positions = query_positions(args, len(query))
+            positions = traversal_positions(len(query), args.query_positions, args.simulate_odometry, args.route)
             match = MatchConfig(lstm_weight=args.lstm_weight, query_prior=args.query_prior)
             metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match, args.device)
             name = 'DeepSeqSLAM'

@@ -87,8 +87,9 @@ class LocalizerNode(Node):
         self.lock = threading.Condition()      # pending frames and the odometry buffer
         self.model_lock = threading.Lock()     # the localizer: worker vs map services
         self.pending: deque = deque()
-        self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'])
+        self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
         self.first_seen: dict[int, float] = {}
+        self._spacing = (-1, 1.0)   # (map frames, median spacing) cache
         self.received = self.processed = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
@@ -155,11 +156,7 @@ class LocalizerNode(Node):
     def on_odometry(self, msg: Odometry) -> None:
         position = msg.pose.pose.position
         with self.lock:
-            before = Counter(self.odometry.problems)
             self.odometry.add(_seconds(msg.header.stamp), position.x, position.y)
-        for kind in (self.odometry.problems - before):
-            self._warn(kind, f'odometry at {_seconds(msg.header.stamp):.3f}: '
-                             + ('non-finite pose' if kind == 'odom_nan' else 'time went backwards; buffer restarted'))
 
     # ---------------------------------------------------------------- worker (main thread)
     def work(self) -> None:
@@ -201,11 +198,8 @@ class LocalizerNode(Node):
             position = None
             if self.p['odom_topic']:
                 with self.lock:
-                    before = Counter(self.odometry.problems)
                     position = self.odometry.position_at(stamp)
-                for kind in (self.odometry.problems - before):
-                    self._warn(kind, f'frame at {stamp:.3f} has no odometry within {self.p["odom_max_gap"]} s')
-            result = self.localizer.step(descriptor, position, stamp, name=f'frame/{stamp:.3f}')
+            result = self.localizer.step(descriptor, position, stamp)
             self.processed += 1
             if result is not None:
                 self.publish(header, result)
@@ -243,7 +237,7 @@ class LocalizerNode(Node):
             pose.pose.covariance[0] = pose.pose.covariance[7] = (2 * spacing) ** 2
             pose.pose.covariance[35] = np.pi ** 2  # heading unknown
             self.pub_pose.publish(pose)
-            self.pub_markers.publish(self._markers(header, result, xy))
+            self.pub_markers.publish(self._markers(header, result, xy, spacing))
 
         stamp = _seconds(header.stamp)
         first = self.first_seen.setdefault(result.place, self.localizer.place_stamp(result.place)
@@ -257,14 +251,16 @@ class LocalizerNode(Node):
             self.pub_loop.publish(loop)
 
     def _place_spacing(self) -> float:
+        """Median distance between consecutive map frames (1.0 if unknown); recomputed when the map grows."""
         positions = self.localizer.map_positions
-        if positions is None or len(positions) < 2:
-            return 1.0
-        steps = np.linalg.norm(np.diff(positions.numpy(), axis=0), axis=1)
-        steps = steps[np.isfinite(steps)]
-        return float(np.median(steps)) if len(steps) else 1.0
+        size = 0 if positions is None else len(positions)
+        if self._spacing[0] != size:
+            steps = np.linalg.norm(np.diff(positions.numpy(), axis=0), axis=1) if size > 1 else np.zeros(0)
+            steps = steps[np.isfinite(steps)]
+            self._spacing = (size, float(np.median(steps)) if len(steps) else 1.0)
+        return self._spacing[1]
 
-    def _markers(self, header, result: Recognition, xy) -> MarkerArray:
+    def _markers(self, header, result: Recognition, xy, spacing: float) -> MarkerArray:
         sphere, text = Marker(), Marker()
         for marker, kind, mid in ((sphere, Marker.SPHERE, 0), (text, Marker.TEXT_VIEW_FACING, 1)):
             marker.header.stamp, marker.header.frame_id = header.stamp, self.p['map_frame']
@@ -272,8 +268,7 @@ class LocalizerNode(Node):
             marker.pose.position.x, marker.pose.position.y = float(xy[0]), float(xy[1])
             marker.pose.orientation.w = 1.0
             marker.color.g = marker.color.a = 1.0
-        sphere.scale.x = sphere.scale.y = sphere.scale.z = 3 * self._place_spacing()
-        text.scale.z = 3 * self._place_spacing()
+        sphere.scale.x = sphere.scale.y = sphere.scale.z = text.scale.z = 3 * spacing
         text.text = f'place {result.place} ({result.score:.1f})'
         return MarkerArray(markers=[sphere, text])
 

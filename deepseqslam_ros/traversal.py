@@ -78,6 +78,19 @@ def load_positions(csv: str | os.PathLike, n_frames: int) -> np.ndarray:
     return positions[:n_frames]
 
 
+def traversal_positions(n_frames: int, csv: str | os.PathLike | None = None, seed: int | None = None,
+                        route: str | os.PathLike | None = None) -> np.ndarray | None:
+    """A traversal's own positions: from its CSV, from simulated odometry along `route`, or None."""
+    if csv:
+        return load_positions(csv, n_frames)
+    if seed is None:
+        return None
+    if not route:
+        raise ValueError('--simulate-odometry needs --route CSV: the route the traversal drives '
+                         '(on Gardens Point, gp_pos.csv)')
+    return simulate_odometry(load_positions(route, n_frames), seed)
+
+
 def simulate_odometry(route: np.ndarray, seed: int, step_noise: float = 0.05,
                       heading_drift_deg: float = 0.5, scale_error: float = 0.03) -> np.ndarray:
     """Honest query positions from a route that only the reference was recorded on.

@@ -12,7 +12,7 @@ from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.msg import get_types_from_msg
 
 from deepseqslam_ros.bag import BagContents, BagError, export, frame_truth, read_bag
-from deepseqslam_ros.traversal import load_positions, simulate_odometry
+from deepseqslam_ros.traversal import load_positions, load_traversal, simulate_odometry
 
 from ros_harness import ros_env, start_localizer, stop
 
@@ -28,7 +28,7 @@ def run(args, timeout=600):
 def night_bag(tmp_path_factory, gp_root):
     out = tmp_path_factory.mktemp('bags') / 'night_right'
     odometry = simulate_odometry(load_positions(gp_root / 'gp_pos.csv', 200), 0)
-    assert export(gp_root / 'night_right', out, rate=10.0, positions=odometry) == 200
+    assert export(load_traversal(gp_root / 'night_right'), out, rate=10.0, positions=odometry) == 200
     return out
 
 
