@@ -4,7 +4,7 @@ real rosbag2 files (mcap or sqlite3), read and written without a ROS install.
 Exported bags hold, all stamped with the frame's stamp (also the bag timestamp):
   /camera/image_raw             sensor_msgs/msg/Image rgb8 (or /camera/image_raw/compressed, JPEG)
   /odom                         nav_msgs/msg/Odometry, pose.position.x/y = the frame's position
-  /ground_truth/place           geometry_msgs/msg/PointStamped, point.x = the frame's place index
+  /ground_truth/place           geometry_msgs/msg/PointStamped, point.x = the map frame the frame shows
 Offline eval runs the same streaming core as the node; `--live` plays the bag over DDS into a
 running localizer node and scores what the node publishes.
 """
@@ -13,23 +13,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .core import Localizer, MatchConfig
-from .evaluate import answer_metrics, recognition_metrics, save_plots
-from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
+from .core import Frame, Localizer, MatchConfig, decode, keyframe_indices
+from .evaluate import (Truth, add_match_arguments, answer_metrics, load_truth, match_config, recognition_metrics,
+                       save_plots)
+from .image_conversion import ImageError
+from .model import Standardiser, stats
 from .odometry import OdometryBuffer
-from .traversal import DatasetMissingError, Traversal, load_traversal, traversal_positions
+from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, traversal_positions
+from .warps import WARPS, Run, make_run
 
 TYPES = get_typestore(Stores.ROS2_KILTED)
 IMAGE_TOPIC, ODOM_TOPIC, TRUTH_TOPIC = '/camera/image_raw', '/odom', '/ground_truth/place'
@@ -61,10 +66,15 @@ def _odometry(ns: int, x: float, y: float):
                                                          covariance=np.zeros(36)))
 
 
-def export(traversal: Traversal, out: str | Path, rate: float, positions: np.ndarray | None = None,
+def export(source: Traversal | Run, out: str | Path, rate: float = 10.0, positions: np.ndarray | None = None,
            storage: str = 'mcap', compressed: bool = False, start_ns: int = 1_000_000_000_000) -> int:
-    """Write a traversal as a rosbag2 bag; returns the number of frames."""
+    """Write a traversal (frames at `rate` Hz) or a robot run (its own stamps, odometry and views) as a
+    rosbag2 bag; returns the number of frames. `positions` (or the run's odometry) go to /odom."""
     t = TYPES.types
+    if isinstance(source, Run):
+        stamps, truth, positions = source.stamps, source.view, source.odometry if positions is None else positions
+    else:
+        stamps, truth = np.arange(len(source)) / rate, np.arange(len(source))
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
     writer = Writer(Path(out), version=9, storage_plugin=plugin)
     with writer:
@@ -72,10 +82,10 @@ def export(traversal: Traversal, out: str | Path, rate: float, positions: np.nda
         camera = writer.add_connection(IMAGE_TOPIC + ('/compressed' if compressed else ''), image_type, typestore=TYPES)
         odom = None if positions is None else writer.add_connection(ODOM_TOPIC, 'nav_msgs/msg/Odometry',
                                                                      typestore=TYPES)
-        truth = writer.add_connection(TRUTH_TOPIC, 'geometry_msgs/msg/PointStamped', typestore=TYPES)
-        for i in tqdm(range(len(traversal)), desc=f'export {traversal.name}', unit='frame', disable=None):
-            ns = start_ns + round(i * 1e9 / rate)
-            rgb = traversal.image(i)
+        place_conn = writer.add_connection(TRUTH_TOPIC, 'geometry_msgs/msg/PointStamped', typestore=TYPES)
+        for i in tqdm(range(len(source)), desc=f'export {source.name}', unit='frame', disable=None):
+            ns = start_ns + round(float(stamps[i]) * 1e9)
+            rgb = source.image(i)
             if compressed:
                 ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
                 msg = t[image_type](header=_header(ns, 'camera'), format='jpeg', data=jpeg.reshape(-1))
@@ -86,9 +96,10 @@ def export(traversal: Traversal, out: str | Path, rate: float, positions: np.nda
                 writer.write(odom, ns, TYPES.serialize_cdr(_odometry(ns, *positions[i]), 'nav_msgs/msg/Odometry'))
             writer.write(camera, ns, TYPES.serialize_cdr(msg, image_type))
             place = t['geometry_msgs/msg/PointStamped'](header=_header(ns, 'place'),
-                                                        point=t['geometry_msgs/msg/Point'](x=float(i), y=0.0, z=0.0))
-            writer.write(truth, ns, TYPES.serialize_cdr(place, 'geometry_msgs/msg/PointStamped'))
-    return len(traversal)
+                                                        point=t['geometry_msgs/msg/Point'](x=float(truth[i]), y=0.0,
+                                                                                           z=0.0))
+            writer.write(place_conn, ns, TYPES.serialize_cdr(place, 'geometry_msgs/msg/PointStamped'))
+    return len(source)
 
 
 @dataclass
@@ -102,13 +113,23 @@ class BagContents:
 
 
 def read_bag(path: str | Path, image_topic: str | None = None, odom_topic: str | None = ODOM_TOPIC,
-             truth_topic: str = TRUTH_TOPIC) -> BagContents:
+             truth_topic: str = TRUTH_TOPIC, require_odometry: bool = False) -> BagContents:
     """Camera frames, odometry and ground truth of any rosbag2 bag, with clear errors."""
     path = Path(path)
     if not path.exists():
         raise BagError(f'bag {path} does not exist')
+    with tempfile.TemporaryDirectory() as alias:
+        if path.suffix == '.bag' and (path / 'metadata.yaml').is_file():
+            # a rosbag2 folder named *.bag: rosbags takes that suffix for ROS 1, so open it under another name
+            (Path(alias) / 'bag').symlink_to(path.resolve(), target_is_directory=True)
+            return _read_bag(path, Path(alias) / 'bag', image_topic, odom_topic, truth_topic, require_odometry)
+        return _read_bag(path, path, image_topic, odom_topic, truth_topic, require_odometry)
+
+
+def _read_bag(path: Path, opened: Path, image_topic: str | None, odom_topic: str | None, truth_topic: str,
+              require_odometry: bool) -> BagContents:
     try:
-        with AnyReader([path], default_typestore=TYPES) as reader:
+        with AnyReader([opened], default_typestore=TYPES) as reader:
             topics = {c.topic: c.msgtype for c in reader.connections}
             if image_topic is None:
                 image_topic = next((tp for tp, ty in topics.items() if ty in IMAGE_TYPES), None)
@@ -136,6 +157,9 @@ def read_bag(path: str | Path, image_topic: str | None = None, odom_topic: str |
         raise BagError(f'cannot read bag {path}: {type(exc).__name__}: {exc}') from exc
     if not contents.frames:
         raise BagError(f'bag {path} has no messages on {image_topic}')
+    if require_odometry and not contents.odometry:
+        raise BagError(f'bag {path} has no messages on the odometry topic {odom_topic}; topics: '
+                       + ', '.join(f'{k} [{v}]' for k, v in sorted(topics.items())))
     return contents
 
 
@@ -143,16 +167,16 @@ def _ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-def frame_truth(contents: BagContents, truth_csv: str | None) -> np.ndarray:
-    """Place index of every camera frame (-1 where unknown), from the bag or a CSV (one per frame)."""
-    if truth_csv:
-        values = np.loadtxt(truth_csv, delimiter=',', dtype=np.int64, ndmin=1).reshape(-1)
-        if len(values) < len(contents.frames):
-            raise BagError(f'{truth_csv} has {len(values)} rows for {len(contents.frames)} camera frames')
-        return values[:len(contents.frames)]
+def frame_truth(contents: BagContents, truth_csv: str | None = None, truth_positions: str | None = None,
+                tolerance_m: float | None = None) -> Truth:
+    """The map frame every camera frame shows (-1 where unknown), from the bag's truth topic, a CSV
+    (one map frame index per camera frame) or positions in the map's frame (one x,y per camera frame)."""
+    if truth_csv or truth_positions:
+        return load_truth(len(contents.frames), truth_csv, truth_positions, tolerance_m)
     if not contents.truth:
-        raise BagError('the bag has no ground truth topic; pass --truth-csv with one place index per camera frame')
-    return np.array([contents.truth.get(header_ns(ns, raw), -1) for ns, raw in contents.frames])
+        raise BagError('the bag has no ground truth topic; pass --truth-csv with one map frame index per camera '
+                       'frame, or --truth-positions with --tolerance-m')
+    return Truth(frames=np.array([contents.truth.get(header_ns(ns, raw), -1) for ns, raw in contents.frames]))
 
 
 def header_ns(bag_ns: int, raw: bytes) -> int:
@@ -161,30 +185,77 @@ def header_ns(bag_ns: int, raw: bytes) -> int:
     return int(sec) * 1_000_000_000 + int(np.uint32(nanosec))
 
 
-def replay_offline(contents: BagContents, localizer: Localizer, batch_size: int = 16):
-    """The bag through the streaming core as fast as the machine allows; returns (results, problems)."""
+def bag_frames(contents: BagContents) -> list[Frame]:
+    """The bag's camera frames (still serialized) with the odometry position at each frame's stamp."""
     odometry = OdometryBuffer(horizon=float('inf'))
     for ns, x, y, _ in contents.odometry:
         odometry.add(ns * 1e-9, x, y)
-    localizer.reset()
-    results, problems = [], {}
-    decode = compressed_to_rgb if contents.image_type.endswith('CompressedImage') else image_to_rgb
-    for start in tqdm(range(0, len(contents.frames), batch_size), desc='replay', unit='batch', disable=None):
-        batch = []
-        for ns, raw in contents.frames[start:start + batch_size]:
-            try:
-                batch.append((header_ns(ns, raw), decode(TYPES.deserialize_cdr(raw, contents.image_type))))
-            except ImageError as exc:
-                problems[exc.kind] = problems.get(exc.kind, 0) + 1
-        if not batch:
-            continue
-        for (stamp, _), descriptor in zip(batch, localizer.describe([rgb for _, rgb in batch])):
-            position = odometry.position_at(stamp * 1e-9) if contents.odometry else None
-            result = localizer.step(descriptor, position, stamp * 1e-9)
-            if result is not None:
-                results.append(result)
-    problems.update(odometry.problems)
-    return results, problems
+    frames = []
+    for i, (ns, raw) in enumerate(contents.frames):
+        stamp = header_ns(ns, raw) * 1e-9
+        frames.append(Frame(stamp, image=raw, position=odometry.position_at(stamp) if contents.odometry else None,
+                            key=i))
+    return frames
+
+
+@dataclass
+class TeachRun:
+    """The keyframes of a teach bag, ready to become a map: what `train` takes instead of a folder."""
+    name: str
+    descriptors: torch.Tensor       # (K, D) raw CNN descriptors of the keyframes
+    positions: np.ndarray | None    # (K, 2) their odometry positions (the map's poses), or None
+    stamps: np.ndarray              # (K,) seconds
+    names: list[str]
+    frames: list[int]               # camera frame index in the bag of each keyframe
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def teach_run(path: str | Path, backbone, image_topic: str | None = None, odom_topic: str | None = None,
+              keyframe_distance: float = 0.5, batch_size: int = 32) -> TeachRun:
+    """Keyframes of a teach bag: every `keyframe_distance` of odometry travel, or by appearance without
+    odometry. Errors (BagError) for a missing odometry topic, odometry that jumps or stands still."""
+    contents = read_bag(path, image_topic, odom_topic or ODOM_TOPIC, require_odometry=odom_topic is not None)
+    frames = bag_frames(contents)
+    problems: dict[str, int] = {}
+    images, keep = [], []
+    for frame in frames:
+        try:
+            images.append(decode(TYPES.deserialize_cdr(frame.image, contents.image_type)))
+            keep.append(frame)
+        except ImageError as exc:
+            problems[exc.kind] = problems.get(exc.kind, 0) + 1
+    if len(keep) < 2:
+        raise BagError(f'bag {path}: {len(keep)} decodable camera frames ({problems or "none"})')
+    descriptors = torch.cat([backbone.describe(images[i:i + batch_size]).cpu()
+                             for i in tqdm(range(0, len(images), batch_size), desc='CNN teach bag', disable=None)])
+    positions = None
+    if contents.odometry:
+        positions = np.array([np.nan, np.nan] if f.position is None else f.position for f in keep)
+        if not np.isfinite(positions).all():
+            raise BagError(f'bag {path}: {int((~np.isfinite(positions[:, 0])).sum())} camera frames have no '
+                           'odometry within 0.5 s')
+    try:
+        keys = keyframe_indices(Standardiser(*stats(descriptors)).reference(descriptors), positions, keyframe_distance)
+    except ValueError as exc:
+        raise BagError(f'bag {path}: {exc}') from exc
+    return TeachRun(Path(path).name, descriptors[keys], None if positions is None else positions[keys],
+                    np.array([keep[k].stamp for k in keys]), [f'{Path(path).name}/{keep[k].key}' for k in keys],
+                    [keep[k].key for k in keys])
+
+
+def replay_offline(contents: BagContents, localizer: Localizer, batch_size: int = 16) -> tuple[list, dict]:
+    """The bag through a streaming session as fast as the machine allows; returns (answers, problems)."""
+    session = localizer.session()
+    frames, answers = bag_frames(contents), []
+    for frame in frames:
+        frame.image = TYPES.deserialize_cdr(frame.image, contents.image_type)
+    for start in tqdm(range(0, len(frames), batch_size), desc='replay', unit='batch', disable=None):
+        answers += session.process(frames[start:start + batch_size])
+    for answer in answers:   # answers are scored by camera frame index in the bag
+        answer.frame = answer.key
+    return answers, dict(session.problems)
 
 
 def replay_live(contents: BagContents, rate_factor: float, node_name: str, image_topic: str,
@@ -245,7 +316,13 @@ def replay_live(contents: BagContents, rate_factor: float, node_name: str, image
         rclpy.try_shutdown()
 
 
-def live_metrics(answers, contents: BagContents, truth: np.ndarray, ckpt, tolerance: int) -> dict:
+def map_positions(ckpt) -> np.ndarray:
+    """(N, 2) positions of the checkpoint's map frames (NaN when the map has none)."""
+    places = ckpt.places
+    return np.full((len(places), 2), np.nan) if places.positions is None else places.positions.numpy()
+
+
+def live_metrics(answers, contents: BagContents, truth: Truth, ckpt, tolerance: int) -> dict:
     """Score the node's ~/candidates answers: each is matched to its camera frame by stamp."""
     index = {header_ns(ns, raw): i for i, (ns, raw) in enumerate(contents.frames)}
     frames, candidates, scores = [], [], []
@@ -259,8 +336,7 @@ def live_metrics(answers, contents: BagContents, truth: np.ndarray, ckpt, tolera
         scores.append(channels['score'][0])
     if not frames:
         raise BagError('the node published no answers for this bag\'s frames')
-    return answer_metrics(np.array(frames), candidates, np.array(scores), truth, ckpt.config.seq_len,
-                          ckpt.config.n_places, tolerance)
+    return answer_metrics(np.array(frames), candidates, np.array(scores), truth, tolerance, map_positions(ckpt))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,11 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest='command', required=True)
     ex = sub.add_parser('export', help='image folder (+ positions) -> rosbag2 bag')
     ex.add_argument('--images', required=True)
+    ex.add_argument('--warp', choices=WARPS, help='record a robot run of the folder instead: faster, slower, '
+                                                  'a 30 Hz camera, stop-and-go or drifting speed (noisy views)')
+    ex.add_argument('--warp-seed', type=int, default=0, help='seed of the warp\'s stops, speed and sensor noise')
     group = ex.add_mutually_exclusive_group()
     group.add_argument('--positions', help='CSV of x,y per frame')
     group.add_argument('--simulate-odometry', type=int, metavar='SEED', help='simulated odometry along --route')
     ex.add_argument('--route', help='route CSV for --simulate-odometry (Gardens Point: gp_pos.csv)')
-    ex.add_argument('--rate', type=float, default=10.0, help='frames per second of the recording')
+    ex.add_argument('--rate', type=float, help='camera frames per second (default 10; a warp: its own rate)')
     ex.add_argument('--out', required=True)
     ex.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap')
     ex.add_argument('--compressed', action='store_true', help='JPEG sensor_msgs/CompressedImage')
@@ -283,11 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument('--json', required=True)
     ev.add_argument('--plots')
     ev.add_argument('--image-topic', help='camera topic (default: the first Image/CompressedImage topic)')
-    ev.add_argument('--odom-topic', default=ODOM_TOPIC)
+    ev.add_argument('--odom-topic', help=f'odometry topic (default {ODOM_TOPIC} when present; named: required)')
     ev.add_argument('--truth-topic', default=TRUTH_TOPIC)
-    ev.add_argument('--truth-csv', help='one place index per camera frame, for bags recorded by other tools')
+    truth = ev.add_mutually_exclusive_group()
+    truth.add_argument('--truth-csv', help='one map frame index per camera frame, for bags recorded by other tools')
+    truth.add_argument('--truth-positions', help="x,y of each camera frame in the map's frame (with --tolerance-m)")
+    ev.add_argument('--tolerance-m', type=float, help='with --truth-positions: metres counted correct')
     ev.add_argument('--lstm-weight', type=float, default=MatchConfig.lstm_weight)
     ev.add_argument('--device', default='auto')
+    add_match_arguments(ev)
     ev.add_argument('--live', action='store_true', help='play over DDS into a running localizer node')
     ev.add_argument('--rate-factor', type=float, default=1.0, help='live: playback speed x recorded rate')
     ev.add_argument('--node', default='deepseqslam_localizer', help='live: the localizer node name')
@@ -299,25 +382,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == 'export':
             traversal = load_traversal(args.images)
-            positions = traversal_positions(len(traversal), args.positions, args.simulate_odometry, args.route)
-            n = export(traversal, args.out, args.rate, positions, args.storage, args.compressed)
-            print(f'wrote {n} frames to {args.out} ({args.storage}, {args.rate} Hz, '
+            if args.warp:
+                route = load_positions(args.route, len(traversal)) if args.route else None
+                if args.positions or (args.simulate_odometry is not None and route is None):
+                    parser.error('--warp takes odometry from --simulate-odometry SEED --route CSV')
+                source = make_run(traversal, args.warp, route, args.simulate_odometry, args.warp_seed, args.rate)
+                positions = source.odometry
+            else:
+                source = traversal
+                positions = traversal_positions(len(traversal), args.positions, args.simulate_odometry, args.route)
+            n = export(source, args.out, args.rate or 10.0, positions, args.storage, args.compressed)
+            print(f'wrote {n} frames of {source.name} to {args.out} ({args.storage}, '
                   f'{"CompressedImage" if args.compressed else "Image"}, '
                   f'odometry {"no" if positions is None else "yes"})')
             return 0
         ckpt = load_checkpoint(args.checkpoint)
-        contents = read_bag(args.bag, args.image_topic, args.odom_topic, args.truth_topic)
-        truth = frame_truth(contents, args.truth_csv)
+        contents = read_bag(args.bag, args.image_topic, args.odom_topic or ODOM_TOPIC, args.truth_topic,
+                            require_odometry=args.odom_topic is not None)
+        truth = frame_truth(contents, args.truth_csv, args.truth_positions, args.tolerance_m)
         if args.live:
+            odom_topic = args.publish_odom_topic or args.odom_topic or ODOM_TOPIC
             live = replay_live(contents, args.rate_factor, args.node, args.publish_image_topic or contents.image_topic,
-                               args.publish_odom_topic or args.odom_topic, args.qos == 'reliable', args.record)
+                               odom_topic, args.qos == 'reliable', args.record)
             metrics = live_metrics(live['answers'], contents, truth, ckpt, args.tolerance)
             metrics.update(mode='live', frames_published=live['published'], frames_processed=live['processed'],
                            frames_dropped=live['dropped'], answers=len(live['answers']))
         else:
-            localizer = Localizer(ckpt, args.device, MatchConfig(lstm_weight=args.lstm_weight))
+            localizer = Localizer(ckpt, args.device, match_config(args, lstm_weight=args.lstm_weight))
             results, problems = replay_offline(contents, localizer)
-            metrics = recognition_metrics(results, truth, ckpt, args.tolerance)
+            if not results:
+                raise BagError(f'no answers: fewer than seq_len={ckpt.config.seq_len} keyframes in {args.bag}')
+            metrics = recognition_metrics(results, truth, localizer, args.tolerance)
             metrics.update(mode='offline', frames=len(contents.frames), problems=problems)
             if args.plots:
                 save_plots(np.stack([r.scores for r in results])[:metrics['n_queries']], args.tolerance,

@@ -1,6 +1,7 @@
 """Offline evaluation (`deepseqslam-eval`): a checkpoint, or the SeqSLAM baseline, on a query traversal.
 
-Ground truth: the query window that starts at frame j shows place j (same index = same place).
+Ground truth: by default query frame j shows map frame j (same index = same place); `--query-truth`
+gives the map frame of every query frame, `--truth-positions` its position in the map's frame.
 The query never sees the reference's positions: it gets none, its own CSV, or simulated odometry.
 """
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,43 +18,87 @@ from .backbones import POOLINGS, Backbone, WeightsNotFoundError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .core import Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
-from .metrics import place_metrics, precision_recall, score_matrix_metrics
+from .metrics import hit_metrics, place_metrics, precision_recall, score_matrix_metrics
 from .seqslam import patch_normalised, sequence_scores
-from .traversal import DatasetMissingError, Traversal, load_traversal, traversal_positions
+from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, traversal_positions
 
 
-def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray,
-                   frame_truth: np.ndarray, seq_len: int, n_places: int, tolerance: int) -> dict:
-    """Metrics of answers for the windows ending at `frames` (offline, bag or live replay alike).
+@dataclass
+class Truth:
+    """Ground truth of a query traversal, one entry per query frame: the map frame it shows (-1 where
+    unknown; default: the same index), or its true position in the map's frame with a tolerance in metres."""
+    frames: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    tolerance_m: float | None = None
 
-    A window's true place is the place of its first frame; windows whose true place is not in the
-    map (or unknown, < 0) are not counted. `candidates`: each answer's top-K places, best first.
+
+def load_truth(n_frames: int, query_truth: str | None = None, truth_positions: str | None = None,
+               tolerance_m: float | None = None) -> Truth:
+    """Truth from --query-truth CSV (one map-frame index per query frame) or --truth-positions CSV
+    (x,y per query frame, with --tolerance-m); without either, query frame i shows map frame i."""
+    if truth_positions:
+        if tolerance_m is None or tolerance_m <= 0:
+            raise ValueError('--truth-positions needs --tolerance-m METRES > 0')
+        return Truth(positions=load_positions(truth_positions, n_frames), tolerance_m=tolerance_m)
+    if query_truth:
+        path = Path(query_truth).expanduser()
+        if not path.is_file():
+            raise DatasetMissingError(f'query truth file {path} does not exist')
+        frames = np.loadtxt(path, delimiter=',', dtype=np.int64, ndmin=1).reshape(-1)
+        if len(frames) < n_frames:
+            raise ValueError(f'{path}: {len(frames)} rows for {n_frames} query frames (one map frame index each)')
+        return Truth(frames=frames[:n_frames])
+    return Truth(frames=np.arange(n_frames))
+
+
+def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray, truth: Truth,
+                   tolerance: int, map_positions: np.ndarray | None = None) -> dict:
+    """Metrics of answers for the keyframes `frames` (offline, bag or live replay alike).
+
+    Each answer is scored on the map frame aligned with its newest query frame. Answers whose truth
+    is unknown (< 0) or outside the map are not counted. `candidates`: top-K map frames, best first.
     """
-    truth = frame_truth[np.asarray(frames) - seq_len + 1]
-    keep = (truth >= 0) & (truth < n_places)
-    ranked = np.array([c + [c[-1]] * (5 - len(c)) for c in candidates])[:, :5]   # pad K < 5
-    return place_metrics(ranked[keep], np.asarray(best_scores)[keep], truth[keep], tolerance)
+    frames = np.asarray(frames, dtype=np.int64)
+    ranked = np.array([c + [c[-1]] * (5 - len(c)) for c in candidates], dtype=np.int64).reshape(-1, 5)[:, :5]
+    scores = np.asarray(best_scores, dtype=np.float64)
+    if truth.positions is not None:
+        if map_positions is None or not np.isfinite(map_positions).all():
+            raise ValueError('--truth-positions needs a map with positions (train with --reference-positions or '
+                             'from a bag with odometry)')
+        true_xy = truth.positions[frames]                                        # (Q, 2)
+        near = np.linalg.norm(map_positions[ranked] - true_xy[:, None], axis=-1) <= truth.tolerance_m
+        nearest = np.linalg.norm(map_positions[None] - true_xy[:, None], axis=-1).argmin(1)
+        return hit_metrics(near, ranked == nearest[:, None], scores, truth.tolerance_m)
+    n_map = len(map_positions) if map_positions is not None else np.inf
+    true_frame = truth.frames[frames]
+    keep = (true_frame >= 0) & (true_frame < n_map)
+    return place_metrics(ranked[keep], scores[keep], true_frame[keep], tolerance)
 
 
-def recognition_metrics(results: list[Recognition], frame_truth: np.ndarray, ckpt: Checkpoint,
-                        tolerance: int) -> dict:
+def recognition_metrics(results: list[Recognition], truth: Truth, localizer: Localizer, tolerance: int) -> dict:
+    positions = None if localizer.map_positions is None else localizer.map_positions.numpy()
+    if positions is None:
+        positions = np.full((len(localizer.map_names), 2), np.nan)
     return answer_metrics(np.array([r.frame for r in results]), [[p for p, _ in r.candidates] for r in results],
-                          np.array([r.score for r in results]), frame_truth, ckpt.config.seq_len,
-                          ckpt.config.n_places, tolerance)
+                          np.array([r.score for r in results]), truth, tolerance, positions)
 
 
-def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarray | None,
-                        tolerance: int, match: MatchConfig | None = None, device: str = 'auto',
-                        progress: bool = True) -> tuple[dict, np.ndarray]:
-    """Run the streaming core over the query; returns (metrics, (Q, n_places) score matrix)."""
+def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarray | None, tolerance: int,
+                        match: MatchConfig | None = None, device: str = 'auto', progress: bool = True,
+                        truth: Truth | None = None) -> tuple[dict, np.ndarray]:
+    """Run a streaming session over the query; returns (metrics, (answers, map frames) score matrix).
+    Truth defaults to the same index (query frame i shows map frame i)."""
     localizer = Localizer(ckpt, device, match)
     descriptors = describe_traversal(localizer.backbone, query, progress=progress)
     if ckpt.config.use_positions and positions is None:
         print('note: the model was trained with positions but the query has none; '
               'scoring with sequence matching only', file=sys.stderr)
     results = localizer.run(descriptors, positions)
-    metrics = recognition_metrics(results, np.arange(len(query)), ckpt, tolerance)
-    return metrics, np.stack([r.scores for r in results])[:metrics['n_queries']]
+    if not results:
+        raise ValueError(f'no answers: the query {query.name} has fewer keyframes than seq_len={ckpt.config.seq_len}')
+    metrics = recognition_metrics(results, truth or Truth(np.arange(len(query))), localizer, tolerance)
+    metrics['keyframes'] = len(results) + ckpt.config.seq_len - 1
+    return metrics, np.stack([r.scores for r in results])
 
 
 def evaluate_seqslam(reference: Traversal, query: Traversal, seq_len: int, tolerance: int,
@@ -67,14 +113,31 @@ def evaluate_seqslam(reference: Traversal, query: Traversal, seq_len: int, toler
     return score_matrix_metrics(scores, np.arange(len(scores)), tolerance), scores
 
 
+def add_match_arguments(parser: argparse.ArgumentParser) -> None:
+    """Keyframe and speed options shared by deepseqslam-eval and deepseqslam-bag eval."""
+    d = MatchConfig()
+    parser.add_argument('--keyframe-distance', type=float, default=d.keyframe_distance,
+                        help="odometry travel between keyframes (map units); 0 = the map's median spacing")
+    parser.add_argument('--keyframe-change', type=float, default=d.keyframe_change,
+                        help="vision-only: fraction of the map's median frame-to-frame change that makes a keyframe")
+    parser.add_argument('--min-speed', type=float, default=d.min_speed, help='vision-only: slowest relative speed')
+    parser.add_argument('--max-speed', type=float, default=d.max_speed, help='vision-only: fastest relative speed')
+
+
+def match_config(args: argparse.Namespace, **more) -> MatchConfig:
+    return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
+                       min_speed=args.min_speed, max_speed=args.max_speed, **more)
+
+
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     folder.mkdir(parents=True, exist_ok=True)
+    scores = np.where(np.isfinite(scores), scores, np.nan)
     truth = np.arange(len(scores))
-    best = scores.argmax(1)
-    precision, recall = precision_recall(np.abs(best - truth) <= tolerance, scores.max(1))
+    best = np.nanargmax(scores, 1)
+    precision, recall = precision_recall(np.abs(best - truth) <= tolerance, np.nanmax(scores, 1))
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(recall, precision)
     ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02), title=title)
@@ -97,11 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument('--simulate-odometry', type=int, metavar='SEED',
                        help='simulated odometry along --route with noise and drift')
     parser.add_argument('--route', help='route CSV that --simulate-odometry integrates')
-    parser.add_argument('--tolerance', type=int, default=2, help='± places counted correct')
+    parser.add_argument('--tolerance', type=int, default=2, help='± map frames counted correct')
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument('--query-truth', help='CSV: the map frame index each query frame shows (default: same index)')
+    truth.add_argument('--truth-positions', help="CSV: x,y of each query frame in the map's frame (with --tolerance-m)")
+    parser.add_argument('--tolerance-m', type=float, help='with --truth-positions: metres counted correct')
     parser.add_argument('--json', required=True, help='write metrics here')
     parser.add_argument('--plots', help='folder for pr_curve.png and score_matrix.png')
     parser.add_argument('--lstm-weight', type=float, default=MatchConfig.lstm_weight)
     parser.add_argument('--query-prior', type=float, default=MatchConfig.query_prior)
+    add_match_arguments(parser)
     parser.add_argument('--descriptor', choices=('cnn', 'patchnorm'), default='cnn', help='seqslam input')
     parser.add_argument('--backbone', default='mobilenet_v2', help='seqslam CNN')
     parser.add_argument('--pooling', choices=POOLINGS, default='global+strips', help='seqslam CNN pooling')
@@ -126,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error('--method deepseqslam needs --checkpoint CKPT')
             ckpt = load_checkpoint(args.checkpoint)
             positions = traversal_positions(len(query), args.query_positions, args.simulate_odometry, args.route)
-            match = MatchConfig(lstm_weight=args.lstm_weight, query_prior=args.query_prior)
-            metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match, args.device)
+            match = match_config(args, lstm_weight=args.lstm_weight, query_prior=args.query_prior)
+            truth = load_truth(len(query), args.query_truth, args.truth_positions, args.tolerance_m)
+            metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match, args.device,
+                                                  truth=truth)
             name = 'DeepSeqSLAM'
             metrics['positions'] = ('csv' if args.query_positions else
                                     'none' if positions is None else f'simulated(seed={args.simulate_odometry})')

@@ -1,8 +1,8 @@
 """The localizer node: camera (+ odometry) in, recognised places, matched poses and loop closures out.
 
-A thin ROS shell around deepseqslam_ros.core.Localizer. Callbacks only enqueue. The rclpy executor
+A thin ROS shell around a deepseqslam_ros.core.Session. Callbacks only enqueue. The rclpy executor
 spins in a background thread; the main thread is the worker: it batches pending frames through the
-backbone and steps the sequence matcher once per frame (torch's thread pool measured ~20 % more
+backbone and steps the session once per frame (it answers on keyframes) (torch's thread pool measured ~20 % more
 frames/s driven from the main thread than from a secondary one).
 """
 from __future__ import annotations
@@ -28,8 +28,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .checkpoint import load_checkpoint
-from .core import Localizer, MatchConfig, Recognition
-from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
+from .core import Frame, Localizer, MatchConfig, Recognition
 from .odometry import OdometryBuffer
 
 PARAMETERS = {  # name: (default, description)
@@ -45,6 +44,12 @@ PARAMETERS = {  # name: (default, description)
     'score_threshold': (3.0, 'fused z-score at or above which a place is confident'),
     'top_k': (5, 'candidates published per frame'),
     'lstm_weight': (MatchConfig.lstm_weight, 'weight of LSTM classifier scores against sequence matching'),
+    'keyframe_distance': (MatchConfig.keyframe_distance,
+                          "odometry travel between keyframes (map units); 0 = the map's median spacing"),
+    'keyframe_change': (MatchConfig.keyframe_change,
+                        "vision-only: fraction of the map's median frame-to-frame change that makes a keyframe"),
+    'min_speed': (MatchConfig.min_speed, 'vision-only: slowest speed searched, relative to the map'),
+    'max_speed': (MatchConfig.max_speed, 'vision-only: fastest speed searched, relative to the map'),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
     'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),
@@ -56,8 +61,8 @@ PARAMETERS = {  # name: (default, description)
 }
 CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
            'map_mode': ('localize', 'online'), 'precision': ('float32', 'float16', 'bfloat16')}
-PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'time_backwards', 'no_odom', 'odom_gap',
-            'odom_too_old', 'checkpoint', 'dropped')
+PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'odom_jump', 'odom_stuck', 'time_jitter',
+            'time_backwards', 'no_odom', 'odom_gap', 'odom_too_old', 'checkpoint', 'dropped')
 
 
 def _seconds(stamp) -> float:
@@ -90,12 +95,11 @@ class LocalizerNode(Node):
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
         self.first_seen: dict[int, float] = {}
         self._spacing = (-1, 1.0)   # (map frames, median spacing) cache
-        self.received = self.processed = 0
+        self.received = self.processed = self.keyframes = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
-        self.last_stamp = -float('inf')
-        self.bridge = CvBridge() if CvBridge is not None else None
         self.localizer = self._load_localizer()
+        self.session = self.localizer.session(self._warn) if self.localizer else None
 
         image_type = CompressedImage if self.p['compressed'] else Image
         self.create_subscription(image_type, self.p['image_topic'], self.on_image, _qos(self.p['image_qos']))
@@ -125,7 +129,9 @@ class LocalizerNode(Node):
                 raise ValueError(f'parameter seq_len={self.p["seq_len"]} but the checkpoint was trained '
                                  f'with seq_len={ckpt.config.seq_len}')
             match = MatchConfig(self.p['lstm_weight'], self.p['top_k'], self.p['score_threshold'],
-                                min_age=self.p['loop_closure_gap'])
+                                min_age=self.p['loop_closure_gap'], keyframe_distance=self.p['keyframe_distance'],
+                                keyframe_change=self.p['keyframe_change'], min_speed=self.p['min_speed'],
+                                max_speed=self.p['max_speed'])
             localizer = Localizer(ckpt, self.p['device'], match, online=self.p['map_mode'] == 'online')
             dtype = getattr(torch, self.p['precision'])
             localizer.backbone.to(dtype)
@@ -177,40 +183,31 @@ class LocalizerNode(Node):
             self.busy += time.monotonic() - start
 
     def process(self, batch: list) -> None:
+        """One backbone batch through the session; publish the keyframes' answers."""
+        if self.session is None:
+            return
         frames = []
         for msg, received in batch:
-            try:
-                rgb = compressed_to_rgb(msg) if self.p['compressed'] else image_to_rgb(msg, self.bridge)
-            except ImageError as exc:
-                self._warn(exc.kind, str(exc))
-                continue
-            frames.append((msg.header, received, rgb))
-        if not frames or self.localizer is None:
-            return
-        descriptors = self.localizer.describe([rgb for _, _, rgb in frames])
-        for (header, received, _), descriptor in zip(frames, descriptors):
-            stamp = _seconds(header.stamp)
-            if stamp < self.last_stamp:
-                self._warn('time_backwards', f'image stamp {stamp:.3f} < {self.last_stamp:.3f}: new traversal')
-                self.localizer.reset()
-                self.first_seen.clear()
-            self.last_stamp = stamp
+            stamp = _seconds(msg.header.stamp)
             position = None
             if self.p['odom_topic']:
                 with self.lock:
                     position = self.odometry.position_at(stamp)
-            result = self.localizer.step(descriptor, position, stamp)
-            self.processed += 1
-            if result is not None:
-                self.publish(header, result)
-            self.latencies.append(time.monotonic() - received)
+            frames.append(Frame(stamp, image=msg, position=position, key=(msg.header, received)))
+        answers = self.session.process(frames)
+        self.processed += len(frames)
+        self.keyframes += len(answers)
+        for answer in answers:
+            self.publish(answer.key[0], answer)
+        now = time.monotonic()
+        self.latencies.extend(now - received for _, received in batch)
 
     # ---------------------------------------------------------------- outputs
     def publish(self, header, result: Recognition) -> None:
         place = PointStamped()
         place.header.stamp, place.header.frame_id = header.stamp, 'place'
         place.point.x = float(result.place if result.confident else -1)
-        place.point.y, place.point.z = result.score, float(result.reference_frame)
+        place.point.y, place.point.z = result.score, result.speed
         self.pub_place.publish(place)
 
         cloud = PointCloud()
@@ -286,6 +283,7 @@ class LocalizerNode(Node):
             'input_rate_hz': f'{(self.received - received) / elapsed:.2f}',
             'processed_rate_hz': f'{(self.processed - processed) / elapsed:.2f}',
             'frames_received': str(self.received), 'frames_processed': str(self.processed),
+            'answers': str(self.keyframes),
             'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
             'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
             'queue_depth': str(len(self.pending)),
@@ -323,7 +321,7 @@ class LocalizerNode(Node):
             places = load_checkpoint(self.p['map_save_path']).places
             with self.model_lock:
                 self.localizer.load_map(places)
-                self.localizer.reset()
+                self.session.reset()
             response.message, response.success = f'loaded {len(places)} map frames', True
         except Exception as exc:
             response.message, response.success = f'load failed: {exc}', False

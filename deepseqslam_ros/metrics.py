@@ -1,5 +1,6 @@
 """Place recognition metrics. Query i's true place is truth[i]; a prediction within ±tolerance
-places of it is correct. Every query has a true place in the map (Gardens Point style)."""
+places of it (or within a distance of its true position) is correct. Every scored query has a true
+place in the map (queries without one are left out by the caller)."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,11 @@ def place_metrics(ranked: np.ndarray, scores: np.ndarray, truth: np.ndarray, tol
     top1/top5: the reference code's exact-class accuracy (no tolerance).
     """
     ranked, truth = np.asarray(ranked), np.asarray(truth)[:, None]
-    near = np.abs(ranked - truth) <= tolerance
+    return hit_metrics(np.abs(ranked - truth) <= tolerance, ranked == truth, scores, tolerance)
+
+
+def hit_metrics(near: np.ndarray, exact: np.ndarray, scores: np.ndarray, tolerance: float) -> dict:
+    """near/exact: (Q, K) whether each ranked candidate is correct within tolerance / exactly."""
     correct = near[:, 0]
     precision, recall = precision_recall(correct, np.asarray(scores, dtype=np.float64))
     perfect = recall[precision >= 1.0]
@@ -31,10 +36,10 @@ def place_metrics(ranked: np.ndarray, scores: np.ndarray, truth: np.ndarray, tol
         'recall@5': float(near[:, :5].any(1).mean()),
         'auc': float(np.sum(np.diff(recall, prepend=0.0) * precision)),
         'recall@100p': float(perfect.max()) if len(perfect) else 0.0,
-        'top1': float((ranked[:, 0] == truth[:, 0]).mean()),
-        'top5': float((ranked[:, :5] == truth).any(1).mean()),
-        'n_queries': int(len(truth)),
-        'tolerance': int(tolerance),
+        'top1': float(exact[:, 0].mean()),
+        'top5': float(exact[:, :5].any(1).mean()),
+        'n_queries': int(len(near)),
+        'tolerance': tolerance,
     }
 
 

@@ -79,11 +79,14 @@ class Standardiser(nn.Module):
         """(N, D) -> (N, D) standardised with the reference statistics, unit norm."""
         return F.normalize((descriptors - self.ref_mean) / self.ref_std, dim=-1)
 
-    def update(self, descriptor: torch.Tensor) -> torch.Tensor:
+    def apply(self, descriptor: torch.Tensor) -> torch.Tensor:
         """(D,) query descriptor -> (D,) minus the running mean, over the reference std, unit norm."""
+        return F.normalize((descriptor - self.mean) / self.ref_std, dim=-1)
+
+    def update(self, descriptor: torch.Tensor) -> None:
+        """Add one query descriptor (a keyframe: a stopped robot must not pull the mean) to the mean."""
         self.count += 1
         self.mean = self.mean + (descriptor - self.mean) / self.count
-        return F.normalize((descriptor - self.mean) / self.ref_std, dim=-1)
 
 
 def head_input(descriptors: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:

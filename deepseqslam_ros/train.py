@@ -17,8 +17,10 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
+import numpy as np
 from tqdm import tqdm
 
+from .bag import BagError, TeachRun, teach_run
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
@@ -64,10 +66,11 @@ def _augment(x: torch.Tensor, pos: torch.Tensor | None, cfg: TrainConfig, gen: t
     return x, pos
 
 
-def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_len: int = 10,
+def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Backbone, seq_len: int = 10,
           cell: str = 'lstm', cfg: TrainConfig | None = None, device: str = 'auto',
           resume: bool = False, progress: bool = True) -> Checkpoint:
-    """Train on `reference` and write the checkpoint to `out`; returns the checkpoint."""
+    """Train on `reference` (an image folder, or the keyframes of a teach bag) and write the checkpoint
+    to `out`; returns the checkpoint."""
     cfg = cfg or TrainConfig()
     rank, world = _distributed()
     dev = pick_device(device)
@@ -75,7 +78,11 @@ def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_
         dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     if len(reference) <= seq_len:
         raise ValueError(f'reference {reference.name} has {len(reference)} frames; need more than seq_len={seq_len}')
-    descriptors = describe_traversal(backbone.to(dev), reference, progress=progress and rank == 0).to(dev)
+    if isinstance(reference, TeachRun):
+        descriptors, stamps, names = reference.descriptors.to(dev), reference.stamps, reference.names
+    else:
+        descriptors = describe_traversal(backbone.to(dev), reference, progress=progress and rank == 0).to(dev)
+        stamps, names = np.arange(len(reference)), [f.name for f in reference.files]
     mean, std = stats(descriptors)
     frames = Standardiser(mean, std).reference(descriptors)          # (N, D) unit norm
     positions = None if reference.positions is None else torch.as_tensor(reference.positions).float()
@@ -111,8 +118,8 @@ def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_
         accuracy = float((logits.argmax(1) == labels).float().mean())
         return Checkpoint(model_cfg, {k: v.detach().cpu() for k, v in head.state_dict().items()},
                           mean.cpu(), std.cpu(), center, scale,
-                          PlaceMap(frames.cpu(), positions, torch.arange(len(reference), dtype=torch.float64),
-                                   [f.name for f in reference.files], embeddings.cpu()),
+                          PlaceMap(frames.cpu(), None if positions is None else positions.double(),
+                                   torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu()),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
                            'train_top1_clean': accuracy, 'train_config': asdict(cfg)})
 
@@ -156,7 +163,13 @@ def train(reference: Traversal, out: str | os.PathLike, backbone: Backbone, seq_
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='deepseqslam-train', description=__doc__.splitlines()[0])
-    parser.add_argument('--reference', required=True, help='folder of reference images (sorted by name)')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--reference', help='folder of reference images (sorted by name)')
+    source.add_argument('--bag', help='teach run: a rosbag2 recording (mcap or sqlite3), keyframed into the map')
+    parser.add_argument('--image-topic', help='--bag: camera topic (default: the first Image/CompressedImage topic)')
+    parser.add_argument('--odom-topic', help='--bag: odometry topic (default /odom when present; named: required)')
+    parser.add_argument('--keyframe-distance', type=float, default=0.5,
+                        help='--bag with odometry: travel between map keyframes, in odometry units (default 0.5)')
     parser.add_argument('--reference-positions', help='CSV of x,y per reference frame (optional)')
     parser.add_argument('--out', required=True, help='checkpoint file to write')
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
@@ -175,12 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--resume', action='store_true', help='continue from --out if it exists')
     args = parser.parse_args(argv)
     try:
-        reference = load_traversal(args.reference, args.reference_positions, args.max_frames)
         backbone = Backbone(args.backbone, args.weights, args.image_size, args.pooling)
+        if args.bag:
+            reference = teach_run(args.bag, backbone.to(pick_device(args.device)), args.image_topic, args.odom_topic,
+                                  args.keyframe_distance)
+            print(f'{args.bag}: {len(reference)} keyframes, odometry '
+                  f'{"yes" if reference.positions is not None else "no (appearance keyframes)"}')
+        else:
+            reference = load_traversal(args.reference, args.reference_positions, args.max_frames)
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
                      TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
                      args.device, args.resume)
-    except (DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
+    except (BagError, DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
         print(f'deepseqslam-train: error: {exc}', file=sys.stderr)
         return 2
     last = ckpt.training['history'][-1] if ckpt.training['history'] else {}

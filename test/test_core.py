@@ -1,11 +1,15 @@
+"""The streaming session: keyframes, speed handling, odometry alignment and bad input."""
 import numpy as np
+import pytest
 import torch
 
 from deepseqslam_ros.checkpoint import load_checkpoint
-from deepseqslam_ros.core import Localizer, MatchConfig
+from deepseqslam_ros.core import Frame, Localizer, MatchConfig, keyframe_indices
 from deepseqslam_ros.descriptors import describe_traversal
+from deepseqslam_ros.model import Standardiser, stats
 from deepseqslam_ros.train import _windows
-from deepseqslam_ros.traversal import load_traversal
+from deepseqslam_ros.traversal import load_positions, load_traversal
+from deepseqslam_ros.warps import make_run
 
 
 def test_windows_are_places():
@@ -13,31 +17,137 @@ def test_windows_are_places():
     assert w.tolist() == [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
 
 
-def test_streaming_recognises_reference_and_matches_batch(small_checkpoint, gp_root, backbone):
-    ckpt = load_checkpoint(small_checkpoint)
+@pytest.fixture(scope='module')
+def ckpt(small_checkpoint):
+    return load_checkpoint(small_checkpoint)
+
+
+def recall(answers, truth, tolerance=2):
+    return float(np.mean([abs(a.place - truth[a.frame]) <= tolerance for a in answers]))
+
+
+def run_descriptors(backbone, run):
+    return torch.cat([backbone.describe([run.image(k) for k in range(s, min(s + 32, len(run)))])
+                      for s in range(0, len(run), 32)])
+
+
+def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone):
     localizer = Localizer(ckpt, 'cpu', MatchConfig(top_k=3), backbone=backbone)
     reference = load_traversal(gp_root / 'day_right', limit=60)
     descriptors = describe_traversal(backbone, reference, progress=False)
-    out = [localizer.step(d) for d in descriptors]
-    assert out[:9] == [None] * 9                      # a window needs seq_len frames
-    results = [r for r in out if r is not None]
-    assert [r.frame for r in results] == list(range(9, 60))
-    places = np.array([r.place for r in results[:50]])
-    assert (np.abs(places - np.arange(50)) <= 2).mean() > 0.9   # day_right vs day_left: easy
-    assert all(len(r.candidates) == 3 and r.reference_frame == r.place + 9 for r in results)
-    # the same frames as images through the batched backbone give the same answers
-    localizer.reset()
-    images = [reference.image(i) for i in range(60)]
-    batched = [localizer.step(d) for d in localizer.describe(images)]
-    assert [r.place for r in batched if r] == [r.place for r in results]
-    assert np.allclose(batched[-1].scores, results[-1].scores, atol=1e-4)
+    session = localizer.session()
+    out = [session.step(d) for d in descriptors]
+    assert out[:9] == [None] * 9                      # a window needs seq_len keyframes
+    answers = [r for r in out if r is not None]
+    assert len(answers) >= 40 and session.keyframes == len(answers) + 9
+    assert recall(answers, np.arange(60)) > 0.9       # day_right vs day_left: easy
+    assert all(len(r.candidates) == 3 and r.alignment == 'vision' for r in answers)
+    # the same frames as images (one backbone batch per call) give the same answers
+    images = [Frame(float(i), image=reference.image(i)) for i in range(60)]
+    batched = localizer.session().process(images[:30]) + []
+    session = localizer.session()
+    batched = session.process(images[:30]) + session.process(images[30:])
+    assert [r.place for r in batched] == [r.place for r in answers]
+    assert np.allclose(batched[-1].scores, answers[-1].scores, atol=1e-4)
 
 
-def test_positions_used_and_missing_positions_tolerated(small_checkpoint, gp_root, backbone):
-    ckpt = load_checkpoint(small_checkpoint)
+def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
+    """Repeated views (fresh sensor noise, gain, shift) of a stopped robot: no keyframes, with or without odometry."""
+    traversal = load_traversal(gp_root / 'day_right', limit=60)
+    route = load_positions(gp_root / 'gp_pos.csv', 60)
+    same, stopgo = (make_run(traversal, w, route, odometry_seed=3, seed=1) for w in ('same', 'stopgo'))
+    assert len(stopgo) > len(same) + 10 and len(set(stopgo.view)) == 60
+    d_same, d_stop = run_descriptors(backbone, same), run_descriptors(backbone, stopgo)
+    for odometry in (True, False):
+        localizer = Localizer(ckpt, 'cpu', backbone=backbone)
+        a_same = localizer.run(d_same, same.odometry if odometry else None, same.stamps)
+        a_stop = localizer.run(d_stop, stopgo.odometry if odometry else None, stopgo.stamps)
+        assert abs(len(a_stop) - len(a_same)) <= 4, (odometry, len(a_stop), len(a_same))
+        assert recall(a_stop, stopgo.view) >= recall(a_same, same.view) - 0.1
+        assert all(a.alignment == ('odometry' if odometry else 'vision') for a in a_stop)
+
+
+def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone):
+    traversal = load_traversal(gp_root / 'day_right', limit=60)
+    fast = make_run(traversal, 'fast2', load_positions(gp_root / 'gp_pos.csv', 60), odometry_seed=5, seed=2)
+    descriptors = run_descriptors(backbone, fast)
+    with_odometry = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
+    assert recall(with_odometry, fast.view) >= 0.9
+    assert np.median([a.speed for a in with_odometry]) == pytest.approx(2.0, rel=0.2)
+    vision = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, None, fast.stamps)
+    fixed = Localizer(ckpt, 'cpu', MatchConfig(min_speed=1.0, max_speed=1.0, speed_steps=1),
+                      backbone=backbone).run(descriptors, None, fast.stamps)
+    assert recall(vision, fast.view) >= 0.85 > recall(fixed, fast.view) + 0.2
+    assert np.median([a.speed for a in vision[5:]]) == pytest.approx(2.0, rel=0.2)
+
+
+def test_bad_odometry_and_time_are_counted_never_raised(ckpt):
+    localizer = Localizer(ckpt, 'cpu')
+    reference = ckpt.places.descriptors
+    raw = reference * ckpt.std + ckpt.mean   # descriptors that standardise back to the map's
+    spacing = localizer.spacing
+    positions = ckpt.places.positions.numpy()
+    seen = []
+    session = localizer.session(lambda kind, message: seen.append(kind))
+    answers = []
+    for i in range(30):
+        position = positions[i].copy()
+        if i == 12:
+            position[:] = np.nan
+        if i >= 20:
+            position = positions[19] + (1000 * spacing if i >= 25 else 0)   # standing still, a jump
+        stamp = i * 0.1 - (0.15 if i == 15 else 0) - (5.0 if i == 28 else 0)
+        answers += session.process([Frame(stamp, descriptor=raw[i], position=position)])
+    assert session.problems['odom_nan'] == 1 and session.problems['odom_jump'] == 1
+    assert session.problems['time_jitter'] >= 1 and session.problems['time_backwards'] == 1
+    assert session.problems['odom_stuck'] >= 1 and set(seen) >= {'odom_nan', 'odom_jump', 'odom_stuck'}
+    assert answers and all(np.isfinite(a.score) for a in answers)
+    bad = session.process([Frame(3.0, image=type('Image', (), {'encoding': '32FC1', 'height': 1, 'width': 1,
+                                                               'step': 4, 'data': b'0000', 'is_bigendian': 0})())])
+    assert bad == [] and session.problems['depth'] == 1
+
+
+def test_teach_keyframes_by_distance_and_appearance():
+    rng = np.random.default_rng(0)
+    views = torch.nn.functional.normalize(torch.randn(20, 64), dim=1)
+    repeat = np.repeat(np.arange(20), 3)                                   # a 30 Hz camera: each view 3 times
+    noisy = torch.nn.functional.normalize(views[repeat] + 0.05 * torch.randn(60, 64), dim=1)
+    positions = np.stack([repeat + rng.normal(0, 0.01, 60), np.zeros(60)], 1) + np.array([[0.0, 0.0]])
+    positions[:, 0] = np.arange(60) / 3.0
+    by_distance = keyframe_indices(noisy, positions, distance=1.0)
+    assert len(by_distance) in (20, 21) and np.all(np.diff(by_distance) == 3)
+    by_view = keyframe_indices(noisy, None, distance=1.0)
+    assert sorted(set(repeat[by_view])) == list(range(20)) and len(by_view) <= 22
+    still = positions.copy()
+    still[30:] = still[30]
+    with pytest.raises(ValueError, match='stands still'):
+        keyframe_indices(noisy, still, distance=1.0)
+    jump = positions.copy()
+    jump[40:] += 100
+    with pytest.raises(ValueError, match='jumps'):
+        keyframe_indices(noisy, jump, distance=1.0)
+
+
+def test_positions_used_and_missing_positions_tolerated(ckpt):
     localizer = Localizer(ckpt, 'cpu', MatchConfig(lstm_weight=1.0))
-    descriptors = torch.stack([ckpt.mean] * 12)
-    with_pos = localizer.run(descriptors, np.zeros((12, 2)))
-    without = localizer.run(descriptors, None)
-    assert len(with_pos) == len(without) == 3
+    raw = ckpt.places.descriptors[:30] * ckpt.std + ckpt.mean
+    positions = ckpt.places.positions.numpy()[:30]
+    with_pos = localizer.run(raw, positions)
+    without = localizer.run(raw, None)
+    assert len(with_pos) >= 2 and len(without) >= 2
     assert not np.allclose(with_pos[0].scores, without[0].scores)
+
+
+def test_online_map_grows_without_copying_every_keyframe(ckpt):
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=5.0), online=True)
+    session = localizer.session()
+    raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
+    stored = set()
+    for i in range(60):
+        session.step(raw[i], ckpt.places.positions[i].numpy(), float(i))
+        stored.add(localizer._store.data_ptr())
+    assert len(localizer.map_names) == session.keyframes and len(stored) <= 3   # capacity doubles
+    revisit = [session.step(raw[i], None, 100.0 + i) for i in range(10, 30)]
+    hits = [a for a in revisit if a is not None]
+    shown = [10 + a.frame - 60 for a in hits]   # the map frame stamps are the first pass's frame indices
+    assert hits and np.mean([abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]) > 0.8
