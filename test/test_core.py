@@ -6,7 +6,6 @@ import torch
 from deepseqslam_ros.checkpoint import load_checkpoint
 from deepseqslam_ros.core import Frame, Localizer, MatchConfig, keyframe_indices
 from deepseqslam_ros.descriptors import describe_traversal
-from deepseqslam_ros.model import Standardiser, stats
 from deepseqslam_ros.train import _windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
 from deepseqslam_ros.warps import make_run

@@ -1,0 +1,80 @@
+"""Robot runs: recall@1 / auc of night_right driven at other speeds, camera rates and with stops,
+against a day_left map, with and without (noisy, drifting) odometry. Offline, same machine, one run.
+
+    .venv/bin/python benchmarks/bench_speed.py [--checkpoint CKPT] [--warps same,fast2] [--json OUT]
+
+Each warp is re-rendered from the dataset with fresh sensor noise per frame (warps.py). Scored on
+the map frame aligned with each keyframe's newest query frame, tolerance 2 map frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepseqslam_ros.backbones import Backbone
+from deepseqslam_ros.checkpoint import load_checkpoint
+from deepseqslam_ros.core import Localizer, MatchConfig
+from deepseqslam_ros.descriptors import describe_traversal
+from deepseqslam_ros.evaluate import Truth, recognition_metrics
+from deepseqslam_ros.train import TrainConfig, train
+from deepseqslam_ros.traversal import gardens_point_root, load_positions, load_traversal, simulate_odometry
+from deepseqslam_ros.warps import WARPS, make_run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--checkpoint', help='day_left map (default: trained here, 1 epoch: the matcher does not use '
+                                             'the head)')
+    parser.add_argument('--query', default='night_right')
+    parser.add_argument('--warps', default=','.join(WARPS))
+    parser.add_argument('--json')
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    root = gardens_point_root()
+    route = load_positions(root / 'gp_pos.csv', 200)
+    backbone = Backbone('mobilenet_v2')
+    path = Path(args.checkpoint or 'runs/bench_speed_day_left.pt')
+    if not path.is_file():
+        train(load_traversal(root / 'day_left', root / 'gp_pos.csv'), path, backbone, cfg=TrainConfig(epochs=1),
+              device='cpu', progress=False)
+    ckpt = load_checkpoint(path)
+    query = load_traversal(root / args.query)
+    rows = []
+    for warp in ['clean', *args.warps.split(',')]:
+        if warp == 'clean':   # the dataset's own frames, no re-rendering: today's benchmark
+            descriptors, view = describe_traversal(backbone, query, progress=False), np.arange(len(query))
+            odometry, stamps = simulate_odometry(route, 0), np.arange(len(query)) / 10.0
+        else:
+            run = make_run(query, warp, route, odometry_seed=0, seed=1)
+            descriptors = torch.cat([backbone.describe([run.image(k) for k in range(s, min(s + 32, len(run)))])
+                                     for s in range(0, len(run), 32)])
+            view, odometry, stamps = run.view, run.odometry, run.stamps
+        for mode, positions in (('odometry', odometry), ('vision-only', None)):
+            localizer = Localizer(ckpt, 'cpu', MatchConfig(), backbone=backbone)
+            t0 = time.perf_counter()
+            answers = localizer.run(descriptors, positions, stamps)
+            ms = 1e3 * (time.perf_counter() - t0) / len(descriptors)
+            metrics = recognition_metrics(answers, Truth(view), localizer, 2)
+            rows.append({'warp': warp, 'mode': mode, 'frames': len(descriptors), 'keyframes': len(answers) + 9,
+                         'recall@1': metrics['recall@1'], 'auc': metrics['auc'], 'ms_per_frame': ms})
+            print(f'{warp:8s} {mode:11s} frames {len(descriptors):4d} answers {len(answers):4d} '
+                  f'recall@1 {metrics["recall@1"]:.3f} auc {metrics["auc"]:.3f}  {ms:.2f} ms/frame', flush=True)
+    for mode in ('odometry', 'vision-only'):
+        same = next(r['recall@1'] for r in rows if r['warp'] == 'same' and r['mode'] == mode) \
+            if any(r['warp'] == 'same' for r in rows) else float('nan')
+        worst = min(r['recall@1'] for r in rows if r['mode'] == mode and r['warp'] != 'clean')
+        print(f'{mode}: worst warp recall@1 {worst:.3f}, same-speed (re-rendered) {same:.3f}, '
+              f'worst - same {worst - same:+.3f}')
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
