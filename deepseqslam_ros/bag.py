@@ -232,7 +232,7 @@ def teach_run(path: str | Path, backbone, image_topic: str | None = None, odom_t
                              for i in tqdm(range(0, len(images), batch_size), desc='CNN teach bag', disable=None)])
     positions = None
     if contents.odometry:
-        positions = np.array([np.nan, np.nan] if f.position is None else f.position for f in keep)
+        positions = np.array([(np.nan, np.nan) if f.position is None else f.position for f in keep], dtype=np.float64)
         if not np.isfinite(positions).all():
             raise BagError(f'bag {path}: {int((~np.isfinite(positions[:, 0])).sum())} camera frames have no '
                            'odometry within 0.5 s')
