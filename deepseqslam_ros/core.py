@@ -48,7 +48,7 @@ class MatchConfig:
     min_speed: float = 0.5           # vision-only: relative speeds searched (query keyframe / map frame)
     max_speed: float = 2.0
     speed_steps: int = 7             # speeds, geometrically spaced
-    speed_memory: float = 0.9        # weight of the past in each speed's running best score
+    speed_memory: float = 0.8        # vision-only: weight of the past along each speed's trajectory
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
@@ -316,8 +316,8 @@ class Session:
         self.last_position: np.ndarray | None = None
         self.distance, self.travelled, self.appearance_triggers = 0.0, 0.0, 0
         self.stuck = False   # odometry stands still while the view changes: keyframes by appearance
-        self.speed_score = np.zeros(loc.match.speed_steps)
-        self.speed_seen = False
+        self.trajectory: torch.Tensor | None = None   # (speeds, N) z-scores averaged along each trajectory
+        self.trajectory_weight = 0.0
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -451,7 +451,7 @@ class Session:
         return torch.stack([k.row for k in self.window])
 
     def _sequence_scores(self) -> tuple[torch.Tensor, str, float]:
-        """(N,) mean similarity of the window laid on the map ending at each map frame."""
+        """(N,) z-scored similarity of the window laid on the map ending at each map frame."""
         loc, length = self.loc, self.loc.cfg.seq_len
         rows = self._rows()
         n = rows.shape[1]
@@ -463,21 +463,35 @@ class Session:
             target = cum[None] - back[:, None]                                               # (L, N)
             index = torch.from_numpy(np.stack([np.interp(t, cum.numpy(), np.arange(n)) for t in target.numpy()]))
             index[target < -0.5 * loc.spacing] = -1.0                                        # before the map
-            scores = fractional_rows(rows.double(), index.to(rows.device)).mean(0).float()
+            scores = zscore(fractional_rows(rows.double(), index.to(rows.device)).mean(0))[None]
+            step = distances[-1] - distances[-2]        # the previous keyframe's place: this far back
+            previous = torch.from_numpy(np.interp((cum - step).numpy(), cum.numpy(), np.arange(n)))
+            scores = self._along_trajectories(scores, previous[None].to(rows.device))
             speed = float(back[0]) / max(length - 1, 1) / loc.spacing
-            return scores, 'odometry', speed
-        speeds = loc.match.speeds
-        offsets = torch.as_tensor(speeds, dtype=torch.float64)[:, None] * torch.arange(length - 1, -1, -1)  # (S, L)
-        per_speed = torch.stack([fractional_rows(rows.double(), ends[None] - o[:, None]).mean(0)
-                                 for o in offsets.to(rows.device)]).float()                    # (S, N)
-        z = torch.stack([zscore(s) for s in per_speed])
-        best = z.max(1).values.cpu().numpy()
-        best = np.where(np.isfinite(best), best, -1e9)
-        memory = loc.match.speed_memory if self.speed_seen else 0.0
-        self.speed_score = memory * self.speed_score + (1 - memory) * best
-        self.speed_seen = True
-        choice = int(np.argmax(self.speed_score))
-        return per_speed[choice], 'vision', float(speeds[choice])
+            return scores[0].float(), 'odometry', speed
+        speeds = torch.as_tensor(loc.match.speeds, dtype=torch.float64, device=rows.device)
+        offsets = speeds[:, None] * torch.arange(length - 1, -1, -1, device=rows.device)           # (S, L)
+        per_speed = torch.stack([zscore(fractional_rows(rows.double(), ends[None] - o[:, None]).mean(0))
+                                 for o in offsets])                                              # (S, N)
+        scores = self._along_trajectories(per_speed, ends[None] - speeds[:, None])
+        choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
+        return scores[choice].float(), 'vision', float(speeds[choice])
+
+    def _along_trajectories(self, scores: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """Exponentially weighted mean (weight `speed_memory` per keyframe into the past) of window
+        z-scores (T trajectories, N places) along each trajectory: place e now continues the
+        (fractional) place previous[t, e] of the last keyframe. A trajectory (a speed, or odometry)
+        is trusted for a place only when it has been consistent there."""
+        memory = self.loc.match.speed_memory
+        if self.trajectory is not None and len(self.trajectory) != len(scores):
+            self.trajectory, self.trajectory_weight = None, 0.0   # switched between odometry and vision
+        if self.trajectory is not None:
+            past = self.trajectory.nan_to_num(neginf=0.0)                  # no history: neutral (z = 0)
+            past = fractional_rows(past, previous).nan_to_num(neginf=0.0)
+            weight = 1 + memory * self.trajectory_weight
+            scores = (scores + memory * self.trajectory_weight * past) / weight
+        self.trajectory, self.trajectory_weight = scores, 1 + memory * self.trajectory_weight
+        return scores
 
     def _recognise(self, frame: int, stamp: float, key: Any) -> Recognition | None:
         loc, length = self.loc, self.loc.cfg.seq_len
@@ -485,7 +499,7 @@ class Session:
         if loc.online:   # only places at least min_age old may be revisited
             young = loc.map_stamps.to(sequence.device) > stamp - loc.match.min_age
             sequence = torch.where(young[:len(sequence)], torch.full_like(sequence, -math.inf), sequence)
-        fused = zscore(sequence)
+        fused = sequence
         valid = int(torch.isfinite(fused).sum())
         if valid < 1:
             return None
