@@ -60,7 +60,7 @@ def main() -> int:
             t0 = time.perf_counter()
             answers = localizer.run(descriptors, positions, stamps)
             ms = 1e3 * (time.perf_counter() - t0) / len(descriptors)
-            metrics = recognition_metrics(answers, Truth(view), localizer, 2)
+            metrics = recognition_metrics(answers, Truth(view), ckpt.places, 2)
             rows.append({'warp': warp, 'mode': mode, 'frames': len(descriptors), 'keyframes': len(answers) + 9,
                          'recall@1': metrics['recall@1'], 'auc': metrics['auc'], 'ms_per_frame': ms})
             print(f'{warp:8s} {mode:11s} frames {len(descriptors):4d} answers {len(answers):4d} '

@@ -15,7 +15,8 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -27,7 +28,7 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .core import Frame, Localizer, MatchConfig, decode, keyframe_indices
+from .core import Frame, Localizer, MatchConfig, decode, teach_keyframes
 from .evaluate import (Truth, add_match_arguments, answer_metrics, load_truth, match_config, recognition_metrics,
                        save_plots)
 from .image_conversion import ImageError
@@ -205,8 +206,7 @@ class TeachRun:
     descriptors: torch.Tensor       # (K, D) raw CNN descriptors of the keyframes
     positions: np.ndarray | None    # (K, 2) their odometry positions (the map's poses), or None
     stamps: np.ndarray              # (K,) seconds
-    names: list[str]
-    frames: list[int]               # camera frame index in the bag of each keyframe
+    names: list[str]                # <bag name>/<camera frame index in the bag>
 
     def __len__(self) -> int:
         return len(self.names)
@@ -217,19 +217,20 @@ def teach_run(path: str | Path, backbone, image_topic: str | None = None, odom_t
     """Keyframes of a teach bag: every `keyframe_distance` of odometry travel, or by appearance without
     odometry. Errors (BagError) for a missing odometry topic, odometry that jumps or stands still."""
     contents = read_bag(path, image_topic, odom_topic or ODOM_TOPIC, require_odometry=odom_topic is not None)
-    frames = bag_frames(contents)
-    problems: dict[str, int] = {}
-    images, keep = [], []
-    for frame in frames:
-        try:
-            images.append(decode(TYPES.deserialize_cdr(frame.image, contents.image_type)))
-            keep.append(frame)
-        except ImageError as exc:
-            problems[exc.kind] = problems.get(exc.kind, 0) + 1
+    frames, keep, described, problems = bag_frames(contents), [], [], Counter()
+    for start in tqdm(range(0, len(frames), batch_size), desc='CNN teach bag', unit='batch', disable=None):
+        images = []
+        for frame in frames[start:start + batch_size]:
+            try:
+                images.append(decode(TYPES.deserialize_cdr(frame.image, contents.image_type)))
+                keep.append(frame)
+            except ImageError as exc:
+                problems[exc.kind] += 1
+        if images:
+            described.append(backbone.describe(images).cpu())
     if len(keep) < 2:
-        raise BagError(f'bag {path}: {len(keep)} decodable camera frames ({problems or "none"})')
-    descriptors = torch.cat([backbone.describe(images[i:i + batch_size]).cpu()
-                             for i in tqdm(range(0, len(images), batch_size), desc='CNN teach bag', disable=None)])
+        raise BagError(f'bag {path}: {len(keep)} decodable camera frames ({dict(problems) or "none"})')
+    descriptors = torch.cat(described)
     positions = None
     if contents.odometry:
         positions = np.array([(np.nan, np.nan) if f.position is None else f.position for f in keep], dtype=np.float64)
@@ -237,24 +238,21 @@ def teach_run(path: str | Path, backbone, image_topic: str | None = None, odom_t
             raise BagError(f'bag {path}: {int((~np.isfinite(positions[:, 0])).sum())} camera frames have no '
                            'odometry within 0.5 s')
     try:
-        keys = keyframe_indices(Standardiser(*stats(descriptors)).reference(descriptors), positions, keyframe_distance)
+        keys = teach_keyframes(Standardiser(*stats(descriptors)).reference(descriptors), positions, keyframe_distance)
     except ValueError as exc:
         raise BagError(f'bag {path}: {exc}') from exc
     return TeachRun(Path(path).name, descriptors[keys], None if positions is None else positions[keys],
-                    np.array([keep[k].stamp for k in keys]), [f'{Path(path).name}/{keep[k].key}' for k in keys],
-                    [keep[k].key for k in keys])
+                    np.array([keep[k].stamp for k in keys]), [f'{Path(path).name}/{keep[k].key}' for k in keys])
 
 
 def replay_offline(contents: BagContents, localizer: Localizer, batch_size: int = 16) -> tuple[list, dict]:
-    """The bag through a streaming session as fast as the machine allows; returns (answers, problems)."""
+    """The bag through a streaming session as fast as the machine allows; returns (answers, problems).
+    Answers' `frame` is the camera frame's index in the bag."""
     session = localizer.session()
     frames, answers = bag_frames(contents), []
-    for frame in frames:
-        frame.image = TYPES.deserialize_cdr(frame.image, contents.image_type)
     for start in tqdm(range(0, len(frames), batch_size), desc='replay', unit='batch', disable=None):
-        answers += session.process(frames[start:start + batch_size])
-    for answer in answers:   # answers are scored by camera frame index in the bag
-        answer.frame = answer.key
+        answers += session.process([replace(frame, image=TYPES.deserialize_cdr(frame.image, contents.image_type))
+                                    for frame in frames[start:start + batch_size]])
     return answers, dict(session.problems)
 
 
@@ -316,12 +314,6 @@ def replay_live(contents: BagContents, rate_factor: float, node_name: str, image
         rclpy.try_shutdown()
 
 
-def map_positions(ckpt) -> np.ndarray:
-    """(N, 2) positions of the checkpoint's map frames (NaN when the map has none)."""
-    places = ckpt.places
-    return np.full((len(places), 2), np.nan) if places.positions is None else places.positions.numpy()
-
-
 def live_metrics(answers, contents: BagContents, truth: Truth, ckpt, tolerance: int) -> dict:
     """Score the node's ~/candidates answers: each is matched to its camera frame by stamp."""
     index = {header_ns(ns, raw): i for i, (ns, raw) in enumerate(contents.frames)}
@@ -336,7 +328,7 @@ def live_metrics(answers, contents: BagContents, truth: Truth, ckpt, tolerance: 
         scores.append(channels['score'][0])
     if not frames:
         raise BagError('the node published no answers for this bag\'s frames')
-    return answer_metrics(np.array(frames), candidates, np.array(scores), truth, tolerance, map_positions(ckpt))
+    return answer_metrics(np.array(frames), candidates, np.array(scores), truth, tolerance, ckpt.places)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             results, problems = replay_offline(contents, localizer)
             if not results:
                 raise BagError(f'no answers: fewer than seq_len={ckpt.config.seq_len} keyframes in {args.bag}')
-            metrics = recognition_metrics(results, truth, localizer, args.tolerance)
+            metrics = recognition_metrics(results, truth, ckpt.places, args.tolerance)
             metrics.update(mode='offline', frames=len(contents.frames), problems=problems)
             if args.plots:
                 save_plots(np.stack([r.scores for r in results])[:metrics['n_queries']], args.tolerance,

@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
-from .image_conversion import ImageError
+from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
 from .model import Standardiser, head_input
 
 
@@ -78,6 +79,7 @@ class Recognition:
     alignment: str              # 'odometry' or 'vision'
     speed: float                # relative speed of the window (odometry: travelled / map spacing per keyframe)
     key: Any = None             # what the caller attached to the frame (e.g. its ROS header)
+    loop_closure: float | None = None   # confident revisit: stamp of the place's first visit, min_age or more ago
 
 
 @dataclass
@@ -111,46 +113,75 @@ def fractional_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, value, torch.full_like(value, -math.inf))
 
 
-def keyframe_indices(standardised: torch.Tensor, positions: np.ndarray | None, distance: float,
-                     change: float | None = None, stuck: int = 5) -> list[int]:
-    """Keyframes of a teach run (building a map): with positions, every `distance` of travel (a jump of
-    more than 20 keyframe distances, or `stuck` view changes without travel, raise ValueError);
-    without, every `change` of cosine distance from the last keyframe's (N, D) unit-norm descriptor;
-    change None calibrates it: half the median change between consecutive keyframes, refined twice."""
+class Keyframer:
+    """Which frames are keyframes. With an odometry step: after `distance` of travel; a step of more
+    than `jump` keyframe distances is reported ('odom_jump') and ignored; `stuck` view changes without
+    travel are reported once ('odom_stuck') and keyframes then follow the view until the robot moves.
+    Without a step: when the view (a unit-norm standardised descriptor) has changed by `change`
+    (cosine distance) since the last keyframe. `odometer` is the accepted travel so far."""
+
+    def __init__(self, on_problem: Callable[[str, str], None], jump: float = 20.0, stuck: int = 5):
+        self.on_problem, self.jump, self.stuck_after = on_problem, jump, stuck
+        self.last: torch.Tensor | None = None   # the view of the last keyframe or view change
+        self.odometer = self.travelled = 0.0
+        self.changes, self.stuck = 0, False
+
+    def __call__(self, view: torch.Tensor, change: float, step: float | None = None,
+                 distance: float = math.inf) -> bool:
+        if step is not None:
+            if step > self.jump * distance:
+                self.on_problem('odom_jump', f'odometry jumps by {step:.3g} between two frames: ignored')
+                step = 0.0
+            self.odometer += step
+            self.travelled += step
+        if self.last is None:
+            return self._take(view)
+        changed = 1 - float(view @ self.last) >= change
+        if step is not None and self.travelled >= distance:
+            self.stuck = False
+            return self._take(view)
+        if step is None or self.stuck:
+            return self._take(view) if changed else False
+        if changed:   # the view keeps changing while odometry says the robot stands still
+            self.last, self.changes = view, self.changes + 1
+            if self.changes >= self.stuck_after:
+                self.on_problem('odom_stuck', f'odometry stands still ({distance:.3g} not travelled) while the '
+                                              f'view changed {self.changes} times: keyframes by appearance until '
+                                              'it moves')
+                self.stuck = True
+        return False
+
+    def _take(self, view: torch.Tensor) -> bool:
+        self.last, self.travelled, self.changes = view, 0.0, 0
+        return True
+
+
+def teach_keyframes(standardised: torch.Tensor, positions: np.ndarray | None, distance: float,
+                    change: float | None = None) -> list[int]:
+    """Keyframes of a teach run (building a map): with positions, every `distance` of travel
+    (odometry that jumps or stands still while the view changes raises ValueError); without, by
+    appearance. change None calibrates it: half the median change between consecutive keyframes,
+    starting from half the 90th percentile of frame-to-frame changes, refined twice."""
     if change is None:
-        moving = 1 - (standardised[1:] * standardised[:-1]).sum(1)
-        change = 0.5 * float(moving.quantile(0.9))
+        change = 0.5 * float((1 - (standardised[1:] * standardised[:-1]).sum(1)).quantile(0.9))
         for _ in range(2):
-            keys = keyframe_indices(standardised, None, distance, change, stuck)
+            keys = teach_keyframes(standardised, None, distance, change)
             if len(keys) > 2:
                 change = 0.5 * float((1 - (standardised[keys[1:]] * standardised[keys[:-1]]).sum(1)).median())
-    keys, travelled, triggers, last = [0], 0.0, 0, standardised[0]
-    for i in range(1, len(standardised)):
-        changed = change is not None and 1 - float(standardised[i] @ last) >= change
-        if positions is None:
-            if changed:
-                keys.append(i)
-                last = standardised[i]
-            continue
-        step = float(np.linalg.norm(positions[i] - positions[i - 1]))
-        if not np.isfinite(step) or step > 20 * distance:
-            raise ValueError(f'odometry jumps by {step:.3g} at frame {i} (keyframe distance {distance:.3g})')
-        travelled += step
-        if travelled >= distance:
+    problems = []
+    keyframer = Keyframer(lambda kind, message: problems.append(f'{message} (frame {i})'))
+    keys = []
+    for i, view in enumerate(standardised):
+        step = None if positions is None else float(np.linalg.norm(positions[i] - positions[max(i - 1, 0)]))
+        if keyframer(view, change, step, distance):
             keys.append(i)
-            travelled, triggers, last = 0.0, 0, standardised[i]
-        elif changed:
-            triggers, last = triggers + 1, standardised[i]
-            if triggers >= stuck:
-                raise ValueError(f'odometry stands still at frame {i} while the view keeps changing')
+        if problems:
+            raise ValueError(problems[0])
     return keys
 
 
 def decode(image) -> np.ndarray:
     """An RGB array as it is; an Image or CompressedImage message decoded (ImageError when it cannot be)."""
-    import cv2
-
-    from .image_conversion import compressed_to_rgb, image_to_rgb
     if isinstance(image, np.ndarray):
         return image
     try:
@@ -186,25 +217,45 @@ class Localizer:
             raise CheckpointError(f'map descriptors {tuple(places.descriptors.shape)} do not match this '
                                   f'checkpoint\'s descriptor size {self.cfg.descriptor_dim}')
         self.online = places.online
-        self.map_descriptors = places.descriptors.float().to(self.device)
-        self.map_positions = None if places.positions is None else places.positions.double()
-        self.map_stamps = places.stamps.double()
+        positions = places.positions
+        if positions is None and self.online:
+            positions = torch.full((len(places), 2), math.nan, dtype=torch.float64)
+        self._map = {'descriptors': _Rows(places.descriptors.float().to(self.device)),
+                     'positions': None if positions is None else _Rows(positions.double()),
+                     'stamps': _Rows(places.stamps.double()), 'embeddings': _Rows(places.embeddings.float())}
         self.map_names = list(places.names)
-        self.map_embeddings = places.embeddings.float()
+        self._distance: tuple[int, torch.Tensor | None] = (-1, None)
         self._statistics()
+
+    map_descriptors = property(lambda self: self._map['descriptors'].values, doc='(N, D) standardised, unit norm')
+    map_stamps = property(lambda self: self._map['stamps'].values, doc='(N,) seconds')
+    map_embeddings = property(lambda self: self._map['embeddings'].values, doc='(N or n_places, hidden)')
+
+    @property
+    def map_positions(self) -> torch.Tensor | None:
+        """(N, 2) map frame positions (NaN where unknown), or None for a vision-only map."""
+        return None if self._map['positions'] is None else self._map['positions'].values
+
+    @property
+    def map_distance(self) -> torch.Tensor | None:
+        """(N,) distance along the map to each frame; None unless every position is known."""
+        n = len(self.map_names)
+        if self._distance[0] != n:
+            distance = None
+            if self.map_positions is not None and n > 1:
+                steps = (self.map_positions[1:] - self.map_positions[:-1]).norm(dim=1)
+                if torch.isfinite(steps).all() and float(steps.median()) > 0:
+                    distance = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
+            self._distance = (n, distance)
+        return self._distance[1]
 
     def _statistics(self) -> None:
         """The map's median frame spacing (map units) and frame-to-frame change (cosine distance)."""
-        self.map_distance = None   # (N,) cumulative distance along the map, when all positions are known
-        self.spacing = self.change = float('nan')
-        if self.map_positions is not None and len(self.map_positions) > 1:
-            steps = (self.map_positions[1:] - self.map_positions[:-1]).norm(dim=1)
-            if torch.isfinite(steps).all() and float(steps.median()) > 0:
-                self.map_distance = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
-                self.spacing = float(steps.median())
-        if len(self.map_descriptors) > 1:
-            similarity = (self.map_descriptors[1:] * self.map_descriptors[:-1]).sum(1)
-            self.change = float((1 - similarity).median())
+        distance = self.map_distance
+        self.spacing = float('nan') if distance is None else float(distance.diff().median())
+        descriptors = self.map_descriptors
+        self.change = float('nan') if len(descriptors) < 2 else \
+            float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
 
     def check_backbone(self, backbone: Backbone) -> None:
         want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size, self.cfg.pooling)
@@ -239,48 +290,45 @@ class Localizer:
         return float(self.map_stamps[place])
 
     def add_place(self, standardised: torch.Tensor, position, stamp: float, embedding: torch.Tensor | None) -> None:
-        """Append one keyframe to an online map (amortised: capacity doubles when full)."""
-        n = len(self.map_names)
-        if n == len(self._capacity()):
-            grow = max(64, n)
-            self._store = torch.cat([self._capacity(), torch.zeros(grow, self.cfg.descriptor_dim, device=self.device)])
-        self._store[n] = standardised
-        self.map_descriptors = self._store[:n + 1]
-        pos = torch.full((1, 2), math.nan, dtype=torch.float64) if position is None else \
-            torch.as_tensor(np.asarray(position, dtype=np.float64)).view(1, 2)
-        if n == 0:
-            self.map_distance = torch.zeros(1, dtype=torch.float64) if position is not None else None
-        elif self.map_distance is not None and position is not None:
-            step = (pos[0] - self.map_positions[-1]).norm().view(1)
-            self.map_distance = torch.cat([self.map_distance, self.map_distance[-1:] + step])
-        else:
-            self.map_distance = None
-        self.map_positions = pos if self.map_positions is None or n == 0 else torch.cat([self.map_positions, pos])
-        self.map_stamps = torch.cat([self.map_stamps, torch.tensor([stamp], dtype=torch.float64)])
+        """Append one keyframe to an online map (amortised: no copy of the map per keyframe)."""
+        self._map['descriptors'].append(standardised)
+        self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
+                                      else torch.as_tensor(position, dtype=torch.float64))
+        self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
+        self._map['embeddings'].append(torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu())
         self.map_names.append(f'online/{stamp:.3f}')
-        emb = torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu()
-        self.map_embeddings = torch.cat([self.map_embeddings, emb[None]])
-        if n + 1 in (2, 8) or (n + 1) % 64 == 0:   # medians, refreshed as the map grows
+        if len(self.map_names) in (2, 8) or len(self.map_names) % 64 == 0:   # medians, refreshed as the map grows
             self._statistics()
-
-    def _capacity(self) -> torch.Tensor:
-        if getattr(self, '_store', None) is None or self._store.data_ptr() != self.map_descriptors.data_ptr():
-            self._store = self.map_descriptors.clone()
-        return self._store
 
     def to_checkpoint(self) -> Checkpoint:
         """The checkpoint with the current map (for saving an online map)."""
-        places = PlaceMap(self.map_descriptors.cpu().clone(), self.map_positions, self.map_stamps,
-                          list(self.map_names), self.map_embeddings, self.online)
+        positions = None if self.map_positions is None else self.map_positions.clone()
+        places = PlaceMap(self.map_descriptors.cpu().clone(), positions, self.map_stamps.clone(),
+                          list(self.map_names), self.map_embeddings.clone(), self.online)
         return replace(self.ckpt, places=places, training={})
 
     def run(self, descriptors: torch.Tensor, positions: np.ndarray | None = None,
             stamps: np.ndarray | None = None) -> list[Recognition]:
         """A whole query traversal of precomputed descriptors through a fresh session."""
-        session = self.session()
-        frames = [Frame(float(i if stamps is None else stamps[i]), descriptor=d,
-                        position=None if positions is None else positions[i]) for i, d in enumerate(descriptors)]
-        return session.process(frames)
+        return self.session().run(descriptors, positions, stamps)
+
+
+class _Rows:
+    """A tensor that grows by rows with amortised doubling; `values` views the rows so far."""
+
+    def __init__(self, values: torch.Tensor):
+        self.buffer, self.n = values, len(values)
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.buffer[:self.n]
+
+    def append(self, row: torch.Tensor) -> None:
+        if self.n == len(self.buffer):
+            extra = self.buffer.new_empty((max(64, self.n), *self.buffer.shape[1:]))
+            self.buffer = torch.cat([self.buffer, extra])
+        self.buffer[self.n] = row
+        self.n += 1
 
 
 @dataclass
@@ -302,22 +350,20 @@ class Session:
     def __init__(self, localizer: Localizer, on_problem: Callable[[str, str], None] | None = None):
         self.loc, self.on_problem = localizer, on_problem
         self.problems: Counter[str] = Counter()
-        self.frames = self.keyframes = 0
+        self.frames = self.keyframes = 0   # frames fed (their index in answers), keyframes taken
         self.reset()
 
     def reset(self) -> None:
         """Start a new query traversal (a new bag, a loop restart)."""
-        loc = self.loc
-        self.standardiser = Standardiser(loc.ckpt.mean, loc.ckpt.std, loc.match.query_prior).to(loc.device)
+        loc, match = self.loc, self.loc.match
+        self.standardiser = Standardiser(loc.ckpt.mean, loc.ckpt.std, match.query_prior).to(loc.device)
+        self.keyframer = Keyframer(self._problem, match.odom_jump, match.odom_stuck)
         self.window: deque[_Keyframe] = deque(maxlen=loc.cfg.seq_len)
         self.last_stamp = -math.inf
-        self.last_keyframe: torch.Tensor | None = None   # standardised descriptor of the last keyframe
-        self.last_change: torch.Tensor | None = None     # of the last appearance trigger (odometry mode)
         self.last_position: np.ndarray | None = None
-        self.distance, self.travelled, self.appearance_triggers = 0.0, 0.0, 0
-        self.stuck = False   # odometry stands still while the view changes: keyframes by appearance
-        self.trajectory: torch.Tensor | None = None   # (speeds, N) z-scores averaged along each trajectory
+        self.trajectory: torch.Tensor | None = None   # (trajectories, N) z-scores averaged along each
         self.trajectory_weight = 0.0
+        self.first_seen: dict[int, float] = {}        # place -> stamp of its first visit (loop closures)
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -327,7 +373,8 @@ class Session:
     # ------------------------------------------------------------ frames in, answers out
     @torch.inference_mode()
     def process(self, frames: list[Frame]) -> list[Recognition]:
-        """Decode, describe (one backbone batch) and step `frames` in order; answers of the keyframes."""
+        """Decode, describe (one backbone batch) and step `frames` in order; answers of the keyframes.
+        A frame that cannot be decoded is counted and skipped (it keeps its index)."""
         images, ready = [], []
         for frame in frames:
             if frame.descriptor is None:
@@ -335,16 +382,27 @@ class Session:
                     images.append(decode(frame.image))
                 except ImageError as exc:
                     self._problem(exc.kind, str(exc))
+                    ready.append(None)
                     continue
             ready.append(frame)
         described = iter(self.loc.describe(images)) if images else iter(())
         answers = []
         for frame in ready:
+            if frame is None:
+                self.frames += 1
+                continue
             descriptor = frame.descriptor if frame.descriptor is not None else next(described)
             answer = self.step(descriptor, frame.position, frame.stamp, frame.key)
             if answer is not None:
                 answers.append(answer)
         return answers
+
+    def run(self, descriptors: torch.Tensor, positions: np.ndarray | None = None,
+            stamps: np.ndarray | None = None) -> list[Recognition]:
+        """A whole query traversal of precomputed descriptors."""
+        return self.process([Frame(float(i if stamps is None else stamps[i]), descriptor=d,
+                                   position=None if positions is None else positions[i])
+                             for i, d in enumerate(descriptors)])
 
     @torch.inference_mode()
     def step(self, descriptor: torch.Tensor, position=None, stamp: float | None = None,
@@ -362,18 +420,18 @@ class Session:
         frame = self.frames
         self.frames += 1
         descriptor = descriptor.to(loc.device).float()
-        if not self._is_keyframe(descriptor, self._odometry(position)):
+        xy, step = self._odometry(position)
+        change = match.keyframe_change * loc.change if math.isfinite(loc.change) else 0.0
+        distance = match.keyframe_distance or loc.spacing
+        if not self.keyframer(self.standardiser.apply(descriptor), change, step, distance):
             return None
         self.keyframes += 1
         self.standardiser.update(descriptor)
         standardised = self.standardiser.apply(descriptor)
-        self.last_keyframe = self.last_change = standardised
-        xy = None if position is None else np.asarray(position, dtype=np.float64).reshape(2)
-        xy = xy if xy is not None and np.isfinite(xy).all() else None
         normed = None if xy is None else (torch.as_tensor(xy, device=loc.device).float() - loc.position_center) \
             / loc.position_scale
-        distance = self.distance if self._odometry_usable() and xy is not None and not self.stuck else None
-        self.window.append(_Keyframe(standardised, loc.map_descriptors @ standardised, distance, normed))
+        travelled = None if step is None or self.keyframer.stuck else self.keyframer.odometer
+        self.window.append(_Keyframe(standardised, loc.map_descriptors @ standardised, travelled, normed))
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
@@ -381,53 +439,19 @@ class Session:
             loc.add_place(standardised, xy, stamp, None if head is None else head[1])
         return answer
 
-    # ------------------------------------------------------------ keyframes
-    def _odometry(self, position) -> float | None:
-        """Distance travelled since the previous frame, or None without usable odometry."""
+    def _odometry(self, position) -> tuple[np.ndarray | None, float | None]:
+        """(finite position or None, distance since the previous position or None when the map or the
+        frame has no usable odometry)."""
         if position is None:
-            return None
+            return None, None
         xy = np.asarray(position, dtype=np.float64).reshape(2)
         if not np.isfinite(xy).all():
             self._problem('odom_nan', f'non-finite odometry position {xy.tolist()}: frame treated as vision-only')
-            return None
-        step = 0.0 if self.last_position is None else float(np.linalg.norm(xy - self.last_position))
-        self.last_position = xy
-        if self._odometry_usable() and step > self.loc.match.odom_jump * self._keyframe_distance():
-            self._problem('odom_jump', f'odometry jumped {step:.3f} between two frames: ignored')
-            step = 0.0
-        self.distance += step
-        return step
-
-    def _odometry_usable(self) -> bool:
-        return self.loc.map_distance is not None and self.last_position is not None
-
-    def _keyframe_distance(self) -> float:
-        return self.loc.match.keyframe_distance or self.loc.spacing
-
-    def _is_keyframe(self, descriptor: torch.Tensor, step: float | None) -> bool:
-        if self.last_keyframe is None:
-            return True
-        match = self.loc.match
-        threshold = match.keyframe_change * self.loc.change if math.isfinite(self.loc.change) else 0.0
-        current = self.standardiser.apply(descriptor)
-        changed = 1 - float(current @ self.last_change) >= threshold
-        if step is None or not self._odometry_usable():
-            return changed
-        self.travelled += step
-        if self.travelled >= self._keyframe_distance():
-            self.travelled, self.appearance_triggers, self.stuck = 0.0, 0, False
-            return True
-        if self.stuck:
-            return changed
-        if changed:   # the view keeps changing while odometry says the robot stands still
-            self.last_change = current
-            self.appearance_triggers += 1
-            if self.appearance_triggers >= match.odom_stuck:
-                self._problem('odom_stuck', f'the view changed {self.appearance_triggers} times without '
-                                            f'{self._keyframe_distance():.3g} of odometry travel: keyframes '
-                                            'by appearance until it moves')
-                self.stuck = True
-        return False
+            return None, None
+        previous, self.last_position = self.last_position, xy
+        if self.loc.map_distance is None:
+            return xy, None
+        return xy, 0.0 if previous is None else float(np.linalg.norm(xy - previous))
 
     # ------------------------------------------------------------ matching
     def _head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -495,23 +519,26 @@ class Session:
 
     def _recognise(self, frame: int, stamp: float, key: Any) -> Recognition | None:
         loc, length = self.loc, self.loc.cfg.seq_len
-        sequence, alignment, speed = self._sequence_scores()
+        scores, alignment, speed = self._sequence_scores()
         if loc.online:   # only places at least min_age old may be revisited
-            young = loc.map_stamps.to(sequence.device) > stamp - loc.match.min_age
-            sequence = torch.where(young[:len(sequence)], torch.full_like(sequence, -math.inf), sequence)
-        fused = sequence
-        valid = int(torch.isfinite(fused).sum())
-        if valid < 1:
-            return None
+            young = loc.map_stamps.to(scores.device) > stamp - loc.match.min_age
+            scores = torch.where(young[:len(scores)], torch.full_like(scores, -math.inf), scores)
         weight = loc.match.lstm_weight
         head = self._head() if weight > 0 and not loc.online else None
         if head is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
-            lstm = torch.full_like(fused, -math.inf)
+            lstm = torch.full_like(scores, -math.inf)
             lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(head[0], dim=0))
-            fused = (fused + weight * lstm) / (1 + weight)
-        scores, places = fused.topk(min(loc.match.top_k, valid))
-        best, best_score = int(places[0]), float(scores[0])
-        return Recognition(frame=frame, stamp=stamp, place=best, score=best_score,
-                           confident=best_score >= loc.match.threshold,
-                           candidates=[(int(p), float(s)) for p, s in zip(places, scores) if math.isfinite(s)],
-                           scores=fused.cpu().numpy(), alignment=alignment, speed=speed, key=key)
+            scores = (scores + weight * lstm) / (1 + weight)
+        valid = int(torch.isfinite(scores).sum())
+        if valid < 1:
+            return None
+        top, places = scores.topk(min(loc.match.top_k, valid))
+        best, best_score = int(places[0]), float(top[0])
+        confident, loop_closure = best_score >= loc.match.threshold, None
+        if confident:
+            first = self.first_seen.setdefault(best, loc.place_stamp(best) if loc.online else stamp)
+            loop_closure = first if stamp - first >= loc.match.min_age else None
+        return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
+                           candidates=[(int(p), float(s)) for p, s in zip(places, top)],
+                           scores=scores.cpu().numpy(), alignment=alignment, speed=speed, key=key,
+                           loop_closure=loop_closure)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .core import Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
 from .metrics import hit_metrics, place_metrics, precision_recall, score_matrix_metrics
@@ -52,16 +52,17 @@ def load_truth(n_frames: int, query_truth: str | None = None, truth_positions: s
 
 
 def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores: np.ndarray, truth: Truth,
-                   tolerance: int, map_positions: np.ndarray | None = None) -> dict:
+                   tolerance: int, places: PlaceMap) -> dict:
     """Metrics of answers for the keyframes `frames` (offline, bag or live replay alike).
 
     Each answer is scored on the map frame aligned with its newest query frame. Answers whose truth
-    is unknown (< 0) or outside the map are not counted. `candidates`: top-K map frames, best first.
+    is unknown (< 0) or outside the map `places` are not counted. `candidates`: top-K map frames, best first.
     """
     frames = np.asarray(frames, dtype=np.int64)
     ranked = np.array([c + [c[-1]] * (5 - len(c)) for c in candidates], dtype=np.int64).reshape(-1, 5)[:, :5]
     scores = np.asarray(best_scores, dtype=np.float64)
     if truth.positions is not None:
+        map_positions = None if places.positions is None else places.positions.numpy()
         if map_positions is None or not np.isfinite(map_positions).all():
             raise ValueError('--truth-positions needs a map with positions (train with --reference-positions or '
                              'from a bag with odometry)')
@@ -69,18 +70,14 @@ def answer_metrics(frames: np.ndarray, candidates: list[list[int]], best_scores:
         near = np.linalg.norm(map_positions[ranked] - true_xy[:, None], axis=-1) <= truth.tolerance_m
         nearest = np.linalg.norm(map_positions[None] - true_xy[:, None], axis=-1).argmin(1)
         return hit_metrics(near, ranked == nearest[:, None], scores, truth.tolerance_m)
-    n_map = len(map_positions) if map_positions is not None else np.inf
     true_frame = truth.frames[frames]
-    keep = (true_frame >= 0) & (true_frame < n_map)
+    keep = (true_frame >= 0) & (true_frame < len(places))
     return place_metrics(ranked[keep], scores[keep], true_frame[keep], tolerance)
 
 
-def recognition_metrics(results: list[Recognition], truth: Truth, localizer: Localizer, tolerance: int) -> dict:
-    positions = None if localizer.map_positions is None else localizer.map_positions.numpy()
-    if positions is None:
-        positions = np.full((len(localizer.map_names), 2), np.nan)
+def recognition_metrics(results: list[Recognition], truth: Truth, places: PlaceMap, tolerance: int) -> dict:
     return answer_metrics(np.array([r.frame for r in results]), [[p for p, _ in r.candidates] for r in results],
-                          np.array([r.score for r in results]), truth, tolerance, positions)
+                          np.array([r.score for r in results]), truth, tolerance, places)
 
 
 def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarray | None, tolerance: int,
@@ -93,11 +90,12 @@ def evaluate_checkpoint(ckpt: Checkpoint, query: Traversal, positions: np.ndarra
     if ckpt.config.use_positions and positions is None:
         print('note: the model was trained with positions but the query has none; '
               'scoring with sequence matching only', file=sys.stderr)
-    results = localizer.run(descriptors, positions)
+    session = localizer.session()
+    results = session.run(descriptors, positions)
     if not results:
         raise ValueError(f'no answers: the query {query.name} has fewer keyframes than seq_len={ckpt.config.seq_len}')
-    metrics = recognition_metrics(results, truth or Truth(np.arange(len(query))), localizer, tolerance)
-    metrics['keyframes'] = len(results) + ckpt.config.seq_len - 1
+    metrics = recognition_metrics(results, truth or Truth(np.arange(len(query))), ckpt.places, tolerance)
+    metrics['keyframes'] = session.keyframes
     return metrics, np.stack([r.scores for r in results])
 
 

@@ -93,8 +93,6 @@ class LocalizerNode(Node):
         self.model_lock = threading.Lock()     # the localizer: worker vs map services
         self.pending: deque = deque()
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
-        self.first_seen: dict[int, float] = {}
-        self._spacing = (-1, 1.0)   # (map frames, median spacing) cache
         self.received = self.processed = self.keyframes = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
@@ -229,33 +227,21 @@ class LocalizerNode(Node):
             pose.header.stamp, pose.header.frame_id = header.stamp, self.p['map_frame']
             pose.pose.pose.position.x, pose.pose.pose.position.y = float(xy[0]), float(xy[1])
             pose.pose.pose.orientation.w = 1.0
-            spacing = self._place_spacing()
+            spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
             pose.pose.covariance = [0.0] * 36
             pose.pose.covariance[0] = pose.pose.covariance[7] = (2 * spacing) ** 2
             pose.pose.covariance[35] = np.pi ** 2  # heading unknown
             self.pub_pose.publish(pose)
             self.pub_markers.publish(self._markers(header, result, xy, spacing))
 
-        stamp = _seconds(header.stamp)
-        first = self.first_seen.setdefault(result.place, self.localizer.place_stamp(result.place)
-                                           if self.localizer.online else stamp)
-        if stamp - first >= self.p['loop_closure_gap']:
+        if result.loop_closure is not None:
+            first = result.loop_closure
             loop = TimeReference()
             loop.header.stamp, loop.header.frame_id = header.stamp, self.p['map_frame']
             loop.time_ref.sec = int(first)
             loop.time_ref.nanosec = int(round((first - int(first)) * 1e9)) % 1_000_000_000
             loop.source = f'place {result.place} score {result.score:.2f}'
             self.pub_loop.publish(loop)
-
-    def _place_spacing(self) -> float:
-        """Median distance between consecutive map frames (1.0 if unknown); recomputed when the map grows."""
-        positions = self.localizer.map_positions
-        size = 0 if positions is None else len(positions)
-        if self._spacing[0] != size:
-            steps = np.linalg.norm(np.diff(positions.numpy(), axis=0), axis=1) if size > 1 else np.zeros(0)
-            steps = steps[np.isfinite(steps)]
-            self._spacing = (size, float(np.median(steps)) if len(steps) else 1.0)
-        return self._spacing[1]
 
     def _markers(self, header, result: Recognition, xy, spacing: float) -> MarkerArray:
         sphere, text = Marker(), Marker()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deepseqslam_ros.checkpoint import load_checkpoint
-from deepseqslam_ros.core import Frame, Localizer, MatchConfig, keyframe_indices
+from deepseqslam_ros.core import Frame, Localizer, MatchConfig, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.train import _windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
@@ -43,7 +43,6 @@ def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbon
     assert all(len(r.candidates) == 3 and r.alignment == 'vision' for r in answers)
     # the same frames as images (one backbone batch per call) give the same answers
     images = [Frame(float(i), image=reference.image(i)) for i in range(60)]
-    batched = localizer.session().process(images[:30]) + []
     session = localizer.session()
     batched = session.process(images[:30]) + session.process(images[30:])
     assert [r.place for r in batched] == [r.place for r in answers]
@@ -113,18 +112,18 @@ def test_teach_keyframes_by_distance_and_appearance():
     noisy = torch.nn.functional.normalize(views[repeat] + 0.05 * torch.randn(60, 64), dim=1)
     positions = np.stack([repeat + rng.normal(0, 0.01, 60), np.zeros(60)], 1) + np.array([[0.0, 0.0]])
     positions[:, 0] = np.arange(60) / 3.0
-    by_distance = keyframe_indices(noisy, positions, distance=1.0)
+    by_distance = teach_keyframes(noisy, positions, distance=1.0)
     assert len(by_distance) in (20, 21) and np.all(np.diff(by_distance) == 3)
-    by_view = keyframe_indices(noisy, None, distance=1.0)
+    by_view = teach_keyframes(noisy, None, distance=1.0)
     assert sorted(set(repeat[by_view])) == list(range(20)) and len(by_view) <= 22
     still = positions.copy()
     still[30:] = still[30]
     with pytest.raises(ValueError, match='stands still'):
-        keyframe_indices(noisy, still, distance=1.0)
+        teach_keyframes(noisy, still, distance=1.0)
     jump = positions.copy()
     jump[40:] += 100
     with pytest.raises(ValueError, match='jumps'):
-        keyframe_indices(noisy, jump, distance=1.0)
+        teach_keyframes(noisy, jump, distance=1.0)
 
 
 def test_positions_used_and_missing_positions_tolerated(ckpt):
@@ -144,7 +143,7 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt):
     stored = set()
     for i in range(60):
         session.step(raw[i], None, float(i))
-        stored.add(localizer._store.data_ptr())
+        stored.add(localizer._map['descriptors'].buffer.data_ptr())
     assert len(localizer.map_names) == session.keyframes and len(stored) <= 3   # capacity doubles
     revisit = [session.step(raw[i], None, 100.0 + i) for i in range(5, 45)]
     hits = [a for a in revisit if a is not None][10:]    # windows made of revisit keyframes only
