@@ -474,8 +474,9 @@ class Session:
                 k.row = torch.cat([k.row, loc.map_descriptors[len(k.row):] @ k.standardised])
         return torch.stack([k.row for k in self.window])
 
-    def _sequence_scores(self) -> tuple[torch.Tensor, str, float]:
-        """(N,) z-scored similarity of the window laid on the map ending at each map frame."""
+    def _sequence_scores(self, stamp: float) -> tuple[torch.Tensor, str, float]:
+        """(N,) z-scored similarity of the window laid on the map ending at each candidate map frame
+        (online maps: frames at least min_age old; -inf elsewhere)."""
         loc, length = self.loc, self.loc.cfg.seq_len
         rows = self._rows()
         n = rows.shape[1]
@@ -487,7 +488,8 @@ class Session:
             target = cum[None] - back[:, None]                                               # (L, N)
             index = torch.from_numpy(np.stack([np.interp(t, cum.numpy(), np.arange(n)) for t in target.numpy()]))
             index[target < -0.5 * loc.spacing] = -1.0                                        # before the map
-            scores = zscore(fractional_rows(rows.double(), index.to(rows.device)).mean(0))[None]
+            laid = fractional_rows(rows.double(), index.to(rows.device)).mean(0)
+            scores = zscore(self._candidates(laid, stamp))[None]
             step = distances[-1] - distances[-2]        # the previous keyframe's place: this far back
             previous = torch.from_numpy(np.interp((cum - step).numpy(), cum.numpy(), np.arange(n)))
             scores = self._along_trajectories(scores, previous[None].to(rows.device))
@@ -495,11 +497,18 @@ class Session:
             return scores[0].float(), 'odometry', speed
         speeds = torch.as_tensor(loc.match.speeds, dtype=torch.float64, device=rows.device)
         offsets = speeds[:, None] * torch.arange(length - 1, -1, -1, device=rows.device)           # (S, L)
-        per_speed = torch.stack([zscore(fractional_rows(rows.double(), ends[None] - o[:, None]).mean(0))
-                                 for o in offsets])                                              # (S, N)
+        per_speed = torch.stack([zscore(self._candidates(fractional_rows(rows.double(), ends[None] - o[:, None])
+                                                         .mean(0), stamp)) for o in offsets])                                              # (S, N)
         scores = self._along_trajectories(per_speed, ends[None] - speeds[:, None])
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
         return scores[choice].float(), 'vision', float(speeds[choice])
+
+    def _candidates(self, scores: torch.Tensor, stamp: float) -> torch.Tensor:
+        """Online maps: only places at least min_age old may be revisited (-inf for the others)."""
+        if not self.loc.online:
+            return scores
+        young = self.loc.map_stamps[:len(scores)].to(scores.device) > stamp - self.loc.match.min_age
+        return scores.masked_fill(young, -math.inf)
 
     def _along_trajectories(self, scores: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         """Exponentially weighted mean (weight `speed_memory` per keyframe into the past) of window
@@ -519,10 +528,7 @@ class Session:
 
     def _recognise(self, frame: int, stamp: float, key: Any) -> Recognition | None:
         loc, length = self.loc, self.loc.cfg.seq_len
-        scores, alignment, speed = self._sequence_scores()
-        if loc.online:   # only places at least min_age old may be revisited
-            young = loc.map_stamps.to(scores.device) > stamp - loc.match.min_age
-            scores = torch.where(young[:len(scores)], torch.full_like(scores, -math.inf), scores)
+        scores, alignment, speed = self._sequence_scores(stamp)
         weight = loc.match.lstm_weight
         head = self._head() if weight > 0 and not loc.online else None
         if head is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
