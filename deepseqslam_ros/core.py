@@ -497,8 +497,8 @@ class Session:
             return scores[0].float(), 'odometry', speed
         speeds = torch.as_tensor(loc.match.speeds, dtype=torch.float64, device=rows.device)
         offsets = speeds[:, None] * torch.arange(length - 1, -1, -1, device=rows.device)           # (S, L)
-        per_speed = torch.stack([zscore(self._candidates(fractional_rows(rows.double(), ends[None] - o[:, None])
-                                                         .mean(0), stamp)) for o in offsets])                                              # (S, N)
+        laid = torch.stack([fractional_rows(rows.double(), ends[None] - o[:, None]).mean(0) for o in offsets])
+        per_speed = torch.stack([zscore(self._candidates(row, stamp)) for row in laid])      # (S, N)
         scores = self._along_trajectories(per_speed, ends[None] - speeds[:, None])
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
         return scores[choice].float(), 'vision', float(speeds[choice])
