@@ -13,6 +13,7 @@ from rosbags.typesys.msg import get_types_from_msg
 
 from deepseqslam_ros.bag import BagContents, BagError, export, frame_truth, read_bag
 from deepseqslam_ros.traversal import load_positions, load_traversal, simulate_odometry
+from deepseqslam_ros.warps import make_run
 
 from ros_harness import ros_env, start_localizer, stop
 
@@ -108,3 +109,67 @@ def test_foreign_bag_ground_truth_from_csv(tmp_path):
     (tmp_path / 'truth.csv').write_text('7\n8\n')
     assert frame_truth(foreign, str(tmp_path / 'truth.csv')).frames.tolist() == [7, 8]
 
+
+
+@pytest.mark.slow
+def test_map_from_teach_bag_and_truth_by_index_or_position(tmp_path, gp_root):
+    """A 30 Hz stop-and-go teach bag of day_left (JPEG) becomes a map; night_right localizes on it as well
+    as on the map built from the folder."""
+    route, teach = str(gp_root / 'gp_pos.csv'), tmp_path / 'teach.bag'    # a rosbag2 folder named *.bag
+    done = run([*BAG, 'export', '--images', str(gp_root / 'day_left'), '--warp', 'stopgo', '--rate', '30',
+                '--simulate-odometry', '1', '--route', route, '--out', str(teach), '--compressed'])
+    assert done.returncode == 0, done.stderr
+    spacing = np.median(np.linalg.norm(np.diff(load_positions(route, 200), axis=0), axis=1))
+    train = [sys.executable, '-m', 'deepseqslam_ros.train', '--epochs', '2']
+    done = run([*train, '--bag', str(teach), '--odom-topic', '/odom', '--keyframe-distance', str(spacing),
+                '--out', str(tmp_path / 'bag.pt')])
+    assert done.returncode == 0, done.stderr[-2000:]
+    from deepseqslam_ros.checkpoint import load_checkpoint
+    places = load_checkpoint(tmp_path / 'bag.pt').places
+    assert 120 <= len(places) <= 200 and places.positions is not None
+    # truth for the bag map: the map frame nearest each night frame's route position
+    teach_run = read_bag(teach)
+    views = frame_truth(teach_run).frames
+    keyframe_view = views[[int(name.split('/')[-1]) for name in places.names]]
+    night_truth = np.abs(keyframe_view[None] - np.arange(200)[:, None]).argmin(1)
+    np.savetxt(tmp_path / 'truth.csv', night_truth, fmt='%d')
+    np.savetxt(tmp_path / 'truth_xy.csv', places.positions.numpy()[night_truth], delimiter=',')
+    common = ['--query', str(gp_root / 'night_right'), '--simulate-odometry', '0', '--route', route, '--tolerance', '2']
+    evaluate = [sys.executable, '-m', 'deepseqslam_ros.evaluate']
+    done = run([*evaluate, '--checkpoint', str(tmp_path / 'bag.pt'), *common, '--query-truth',
+                str(tmp_path / 'truth.csv'), '--json', str(tmp_path / 'bag.json')])
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_index = json.loads((tmp_path / 'bag.json').read_text())
+    done = run([*evaluate, '--checkpoint', str(tmp_path / 'bag.pt'), *common, '--truth-positions',
+                str(tmp_path / 'truth_xy.csv'), '--tolerance-m', str(2.5 * spacing),
+                '--json', str(tmp_path / 'm.json')])
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_position = json.loads((tmp_path / 'm.json').read_text())
+    done = run([*train, '--reference', str(gp_root / 'day_left'), '--reference-positions', route,
+                '--out', str(tmp_path / 'folder.pt')])
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run([*evaluate, '--checkpoint', str(tmp_path / 'folder.pt'), *common, '--json', str(tmp_path / 'f.json')])
+    folder = json.loads((tmp_path / 'f.json').read_text())
+    assert by_index['recall@1'] >= folder['recall@1'] - 0.02, (by_index, folder)
+    assert abs(by_position['recall@1'] - by_index['recall@1']) <= 0.1
+    # bad teach bags: odometry topic named but absent, an empty camera topic
+    done = run([*train, '--bag', str(teach), '--odom-topic', '/wheel_odom', '--out', str(tmp_path / 'x.pt')])
+    assert done.returncode == 2 and '/wheel_odom' in done.stderr and 'Traceback' not in done.stderr
+
+
+@pytest.mark.slow
+def test_live_30hz_stop_and_go_agrees_with_offline(small_checkpoint, gp_root, tmp_path):
+    """A 30 Hz stop-and-go robot run (noisy repeated views), vision-only, played into the node over DDS
+    gives the offline replay's recall@1 within 0.02, with every frame processed and none dropped."""
+    robot = make_run(load_traversal(gp_root / 'night_right', limit=60), 'stopgo', seed=4, rate=30.0)
+    bag = tmp_path / 'stopgo30'
+    assert export(robot, bag) == len(robot) > 200
+    offline = _eval(bag, small_checkpoint, tmp_path / 'offline.json')
+    node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/camera/image_raw',
+                           image_qos='reliable', device='cpu', queue_size=100)
+    try:
+        live = _eval(bag, small_checkpoint, tmp_path / 'live.json', '--live', '--qos', 'reliable')
+    finally:
+        assert stop(node) == 0
+    assert live['frames_published'] == live['frames_processed'] == len(robot) and live['frames_dropped'] == 0
+    assert offline['n_queries'] >= 30 and abs(live['recall@1'] - offline['recall@1']) <= 0.02, (live, offline)
