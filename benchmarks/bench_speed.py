@@ -24,7 +24,7 @@ from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.evaluate import Truth, recognition_metrics
 from deepseqslam_ros.train import TrainConfig, train
 from deepseqslam_ros.traversal import gardens_point_root, load_positions, load_traversal, simulate_odometry
-from deepseqslam_ros.warps import WARPS, make_run
+from deepseqslam_ros.warps import WARPS, describe_run, make_run
 
 
 def main() -> int:
@@ -52,8 +52,7 @@ def main() -> int:
             odometry, stamps = simulate_odometry(route, 0), np.arange(len(query)) / 10.0
         else:
             run = make_run(query, warp, route, odometry_seed=0, seed=1)
-            descriptors = torch.cat([backbone.describe([run.image(k) for k in range(s, min(s + 32, len(run)))])
-                                     for s in range(0, len(run), 32)])
+            descriptors = describe_run(backbone, run)
             view, odometry, stamps = run.view, run.odometry, run.stamps
         for mode, positions in (('odometry', odometry), ('vision-only', None)):
             localizer = Localizer(ckpt, 'cpu', MatchConfig(), backbone=backbone)

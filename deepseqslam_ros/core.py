@@ -10,9 +10,10 @@ Keyframes make the sequence a function of where the robot went, not of how fast 
   from the window's end (odometry, not a fixed diagonal, lays the window on the map);
 - vision-only: a frame is a keyframe when its descriptor has changed enough since the last keyframe
   (a fraction of the map's own median frame-to-frame change); the window is laid on the map along
-  straight trajectories of relative speed min_speed..max_speed (SeqSLAM), and the speed whose best
-  score has been highest over recent keyframes (an exponential average) answers, so the speed is
-  estimated consistently over time rather than re-chosen per window.
+  straight trajectories of relative speed min_speed..max_speed (SeqSLAM).
+Each hypothesis's window z-scores are then averaged along its own trajectory over recent keyframes
+(weight `speed_memory` per keyframe back), and the best (trajectory, place) answers: speed and place
+must both be consistent over time, not chosen afresh per window.
 
 Places are map frames: the answer is the map frame aligned with the newest query keyframe.
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
-from .image_conversion import ImageError, compressed_to_rgb, image_to_rgb
+from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
 from .model import Standardiser, head_input
 
 
@@ -49,7 +50,7 @@ class MatchConfig:
     min_speed: float = 0.5           # vision-only: relative speeds searched (query keyframe / map frame)
     max_speed: float = 2.0
     speed_steps: int = 7             # speeds, geometrically spaced
-    speed_memory: float = 0.8        # vision-only: weight of the past along each speed's trajectory
+    speed_memory: float = 0.8        # weight of the past keyframes along each trajectory (speed or odometry)
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
@@ -180,12 +181,15 @@ def teach_keyframes(standardised: torch.Tensor, positions: np.ndarray | None, di
     return keys
 
 
+BRIDGE = CvBridge() if CvBridge is not None else None   # ROS 2 cv_bridge, where it is installed
+
+
 def decode(image) -> np.ndarray:
     """An RGB array as it is; an Image or CompressedImage message decoded (ImageError when it cannot be)."""
     if isinstance(image, np.ndarray):
         return image
     try:
-        return compressed_to_rgb(image) if hasattr(image, 'format') else image_to_rgb(image)
+        return compressed_to_rgb(image) if hasattr(image, 'format') else image_to_rgb(image, BRIDGE)
     except cv2.error as exc:   # e.g. an odd-width yuv422 frame: this frame fails, not its batch
         raise ImageError('decode', f'OpenCV cannot convert this {getattr(image, "encoding", "image")} frame: '
                                    f'{str(exc).strip().splitlines()[-1]}') from exc

@@ -2,8 +2,8 @@
 
 A thin ROS shell around a deepseqslam_ros.core.Session. Callbacks only enqueue. The rclpy executor
 spins in a background thread; the main thread is the worker: it batches pending frames through the
-backbone and steps the session once per frame (it answers on keyframes) (torch's thread pool measured ~20 % more
-frames/s driven from the main thread than from a secondary one).
+backbone and steps the session once per frame; it answers on keyframes (torch's thread pool measured
+~20 % more frames/s driven from the main thread than from a secondary one).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class LocalizerNode(Node):
         self.model_lock = threading.Lock()     # the localizer: worker vs map services
         self.pending: deque = deque()
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
-        self.received = self.processed = self.keyframes = 0
+        self.received = self.processed = self.answered = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
         self.localizer = self._load_localizer()
@@ -194,7 +194,7 @@ class LocalizerNode(Node):
             frames.append(Frame(stamp, image=msg, position=position, key=(msg.header, received)))
         answers = self.session.process(frames)
         self.processed += len(frames)
-        self.keyframes += len(answers)
+        self.answered += len(answers)
         for answer in answers:
             self.publish(answer.key[0], answer)
         now = time.monotonic()
@@ -269,7 +269,7 @@ class LocalizerNode(Node):
             'input_rate_hz': f'{(self.received - received) / elapsed:.2f}',
             'processed_rate_hz': f'{(self.processed - processed) / elapsed:.2f}',
             'frames_received': str(self.received), 'frames_processed': str(self.processed),
-            'answers': str(self.keyframes),
+            'answers': str(self.answered),
             'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
             'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
             'queue_depth': str(len(self.pending)),

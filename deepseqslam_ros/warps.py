@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from .traversal import Traversal, simulate_odometry
 
@@ -45,6 +46,12 @@ class Run:
         rgb = cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REFLECT)
         rgb = rgb * rng.uniform(0.92, 1.08) + rng.normal(0.0, 3.0, rgb.shape)   # gain, sensor noise
         return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def describe_run(backbone, run: Run, batch_size: int = 32) -> torch.Tensor:
+    """(K, D) CPU descriptors of a run's camera frames, one backbone batch at a time."""
+    return torch.cat([backbone.describe([run.image(k) for k in range(start, min(start + batch_size, len(run)))]).cpu()
+                      for start in range(0, len(run), batch_size)])
 
 
 def route_positions(warp: str, n_frames: int, seed: int = 0) -> tuple[np.ndarray, float]:

@@ -8,7 +8,7 @@ from deepseqslam_ros.core import Frame, Localizer, MatchConfig, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.train import _windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
-from deepseqslam_ros.warps import make_run
+from deepseqslam_ros.warps import describe_run, make_run
 
 
 def test_windows_are_places():
@@ -23,11 +23,6 @@ def ckpt(small_checkpoint):
 
 def recall(answers, truth, tolerance=2):
     return float(np.mean([abs(a.place - truth[a.frame]) <= tolerance for a in answers]))
-
-
-def run_descriptors(backbone, run):
-    return torch.cat([backbone.describe([run.image(k) for k in range(s, min(s + 32, len(run)))])
-                      for s in range(0, len(run), 32)])
 
 
 def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone):
@@ -55,7 +50,7 @@ def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
     route = load_positions(gp_root / 'gp_pos.csv', 60)
     same, stopgo = (make_run(traversal, w, route, odometry_seed=3, seed=1) for w in ('same', 'stopgo'))
     assert len(stopgo) > len(same) + 10 and len(set(stopgo.view)) == 60
-    d_same, d_stop = run_descriptors(backbone, same), run_descriptors(backbone, stopgo)
+    d_same, d_stop = describe_run(backbone, same), describe_run(backbone, stopgo)
     for odometry in (True, False):
         localizer = Localizer(ckpt, 'cpu', backbone=backbone)
         a_same = localizer.run(d_same, same.odometry if odometry else None, same.stamps)
@@ -68,7 +63,7 @@ def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
 def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone):
     traversal = load_traversal(gp_root / 'day_right', limit=60)
     fast = make_run(traversal, 'fast2', load_positions(gp_root / 'gp_pos.csv', 60), odometry_seed=5, seed=2)
-    descriptors = run_descriptors(backbone, fast)
+    descriptors = describe_run(backbone, fast)
     with_odometry = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
     assert recall(with_odometry, fast.view) >= 0.9
     assert np.median([a.speed for a in with_odometry]) == pytest.approx(2.0, rel=0.2)
