@@ -7,13 +7,14 @@ sequence matching against the map -> an answer per keyframe.
 Keyframes make the sequence a function of where the robot went, not of how fast it or its camera ran:
 - with odometry (and a map with positions): a frame is a keyframe after `keyframe_distance` of
   travel; each keyframe of the window is compared with the map frame at the same distance back
-  from the window's end (odometry, not a fixed diagonal, lays the window on the map);
+  from the window's end (odometry, not a fixed diagonal, lays the window on the map), for a few
+  odometry scales (wheel odometry's scale error);
 - vision-only: a frame is a keyframe when its descriptor has changed enough since the last keyframe
   (a fraction of the map's own median frame-to-frame change); the window is laid on the map along
   straight trajectories of relative speed min_speed..max_speed (SeqSLAM).
 Each hypothesis's window z-scores are then averaged along its own trajectory over recent keyframes
-(weight `speed_memory` per keyframe back), and the best (trajectory, place) answers: speed and place
-must both be consistent over time, not chosen afresh per window.
+(weight `speed_memory`, or `odometry_memory`, per keyframe back) and the best (trajectory, place)
+answers: speed and place must both be consistent over time, not chosen afresh per window.
 
 Places are map frames: the answer is the map frame aligned with the newest query keyframe.
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
@@ -50,7 +51,10 @@ class MatchConfig:
     min_speed: float = 0.5           # vision-only: relative speeds searched (query keyframe / map frame)
     max_speed: float = 2.0
     speed_steps: int = 7             # speeds, geometrically spaced
-    speed_memory: float = 0.8        # weight of the past keyframes along each trajectory (speed or odometry)
+    speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
+    odometry_memory: float = 0.9     # with odometry: the same along each odometry-scale trajectory
+    odometry_scale_error: float = 0.25   # odometry scales searched: 1/(1+e) .. 1+e
+    odometry_steps: int = 3
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
@@ -65,6 +69,10 @@ class MatchConfig:
     @property
     def speeds(self) -> np.ndarray:
         return np.geomspace(self.min_speed, self.max_speed, self.speed_steps)
+
+    @property
+    def odometry_scales(self) -> np.ndarray:
+        return np.geomspace(1 / (1 + self.odometry_scale_error), 1 + self.odometry_scale_error, self.odometry_steps)
 
 
 @dataclass
@@ -479,33 +487,38 @@ class Session:
         return torch.stack([k.row for k in self.window])
 
     def _sequence_scores(self, stamp: float) -> tuple[torch.Tensor, str, float]:
-        """(N,) z-scored similarity of the window laid on the map ending at each candidate map frame
-        (online maps: frames at least min_age old; -inf elsewhere)."""
-        loc, length = self.loc, self.loc.cfg.seq_len
-        rows = self._rows()
-        n = rows.shape[1]
-        ends = torch.arange(n, dtype=torch.float64, device=rows.device)
+        """(N,) scores of the window laid on the map ending at each candidate map frame (online maps:
+        frames at least min_age old; -inf elsewhere), for the best trajectory hypothesis: an odometry
+        scale when every keyframe of the window has odometry, else a relative speed."""
+        loc, match, length = self.loc, self.loc.match, self.loc.cfg.seq_len
+        rows = self._rows().double()                                                     # (L, N)
+        ends = torch.arange(rows.shape[1], dtype=torch.float64)
         distances = [k.distance for k in self.window]
-        if loc.map_distance is not None and None not in distances and len(loc.map_distance) == n:
-            back = torch.tensor([distances[-1] - d for d in distances], dtype=torch.float64)   # (L,)
-            cum = loc.map_distance
-            target = cum[None] - back[:, None]                                               # (L, N)
-            index = torch.from_numpy(np.stack([np.interp(t, cum.numpy(), np.arange(n)) for t in target.numpy()]))
-            index[target < -0.5 * loc.spacing] = -1.0                                        # before the map
-            laid = fractional_rows(rows.double(), index.to(rows.device)).mean(0)
-            scores = zscore(self._candidates(laid, stamp))[None]
-            step = distances[-1] - distances[-2]        # the previous keyframe's place: this far back
-            previous = torch.from_numpy(np.interp((cum - step).numpy(), cum.numpy(), np.arange(n)))
-            scores = self._along_trajectories(scores, previous[None].to(rows.device))
-            speed = float(back[0]) / max(length - 1, 1) / loc.spacing
-            return scores[0].float(), 'odometry', speed
-        speeds = torch.as_tensor(loc.match.speeds, dtype=torch.float64, device=rows.device)
-        offsets = speeds[:, None] * torch.arange(length - 1, -1, -1, device=rows.device)           # (S, L)
-        laid = torch.stack([fractional_rows(rows.double(), ends[None] - o[:, None]).mean(0) for o in offsets])
-        per_speed = torch.stack([zscore(self._candidates(row, stamp)) for row in laid])      # (S, N)
-        scores = self._along_trajectories(per_speed, ends[None] - speeds[:, None])
+        if loc.map_distance is not None and None not in distances and len(loc.map_distance) == rows.shape[1]:
+            scales = torch.as_tensor(match.odometry_scales)                                # (H,)
+            back = torch.tensor([distances[-1] - d for d in distances], dtype=torch.float64)  # (L,) odometry units
+            index = self._frames_back(scales[:, None] * back)                              # (H, L, N)
+            previous = self._frames_back(scales[:, None] * (distances[-1] - distances[-2]))[:, 0]   # (H, N)
+            speeds, alignment, memory = scales * float(back[0]) / max(length - 1, 1) / loc.spacing, \
+                'odometry', match.odometry_memory
+        else:
+            speeds = torch.as_tensor(match.speeds)                                         # (H,)
+            index = ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None]   # (H, L, N)
+            previous, alignment, memory = ends - speeds[:, None], 'vision', match.speed_memory
+        laid = torch.stack([fractional_rows(rows, i.to(rows.device)).mean(0) for i in index])   # (H, N)
+        scores = torch.stack([zscore(self._candidates(row, stamp)) for row in laid])
+        scores = self._along_trajectories(scores, previous.to(rows.device), memory)
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
-        return scores[choice].float(), 'vision', float(speeds[choice])
+        return scores[choice].float(), alignment, float(speeds[choice])
+
+    def _frames_back(self, back: torch.Tensor) -> torch.Tensor:
+        """back (..., K) distances -> (..., K, N) fractional map frame that far before each map frame
+        along the map (-1 before its start)."""
+        cum = self.loc.map_distance
+        target = cum - back[..., None]
+        index = torch.from_numpy(np.interp(target.numpy().ravel(), cum.numpy(), np.arange(len(cum))))
+        index = index.reshape(target.shape)
+        return index.masked_fill(target < -0.5 * self.loc.spacing, -1.0)
 
     def _candidates(self, scores: torch.Tensor, stamp: float) -> torch.Tensor:
         """Online maps: only places at least min_age old may be revisited (-inf for the others)."""
@@ -514,12 +527,11 @@ class Session:
         young = self.loc.map_stamps[:len(scores)].to(scores.device) > stamp - self.loc.match.min_age
         return scores.masked_fill(young, -math.inf)
 
-    def _along_trajectories(self, scores: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        """Exponentially weighted mean (weight `speed_memory` per keyframe into the past) of window
+    def _along_trajectories(self, scores: torch.Tensor, previous: torch.Tensor, memory: float) -> torch.Tensor:
+        """Exponentially weighted mean (weight `memory` per keyframe into the past) of window
         z-scores (T trajectories, N places) along each trajectory: place e now continues the
         (fractional) place previous[t, e] of the last keyframe. A trajectory (a speed, or odometry)
         is trusted for a place only when it has been consistent there."""
-        memory = self.loc.match.speed_memory
         if self.trajectory is not None and len(self.trajectory) != len(scores):
             self.trajectory, self.trajectory_weight = None, 0.0   # switched between odometry and vision
         if self.trajectory is not None:

@@ -66,6 +66,11 @@ def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, b
     descriptors = describe_run(backbone, fast)
     with_odometry = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
     assert recall(with_odometry, fast.view) >= 0.9
+    short = 0.85 * fast.odometry    # wheel odometry 15 % short: laid on the map along a few scales
+    wheels_off = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, short, fast.stamps)
+    single = Localizer(ckpt, 'cpu', MatchConfig(odometry_steps=1), backbone=backbone).run(descriptors, short,
+                                                                                          fast.stamps)
+    assert recall(wheels_off, fast.view) >= 0.9 > recall(single, fast.view) + 0.3
     assert np.median([a.speed for a in with_odometry]) == pytest.approx(2.0, rel=0.2)
     vision = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, None, fast.stamps)
     fixed = Localizer(ckpt, 'cpu', MatchConfig(min_speed=1.0, max_speed=1.0, speed_steps=1),
