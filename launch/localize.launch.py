@@ -1,33 +1,35 @@
-"""ros2 launch deepseqslam_ros localize.launch.py checkpoint:=/path/model.pt image_topic:=/camera/image_raw"""
+"""ros2 launch deepseqslam_ros localize.launch.py checkpoint:=/path/model.pt image_topic:=/camera/image_raw
+
+The node reads `params_file` (default: the package's config/localize.yaml); a launch argument
+overrides it only when it is given (an empty value means "not given").
+"""
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 ARGUMENTS = {
-    'image_topic': ('/camera/image_raw', 'camera topic'),
-    'odom_topic': ('', 'odometry topic; empty = vision-only'),
-    'checkpoint': ('', 'checkpoint from deepseqslam-train'),
-    'device': ('auto', 'auto, cpu or cuda'),
-    'map_mode': ('localize', 'localize or online'),
+    'image_topic': 'camera topic',
+    'odom_topic': 'odometry topic (vision-only when neither this nor the params file names one)',
+    'checkpoint': 'checkpoint from deepseqslam-train',
+    'device': 'auto, cpu, cuda or cuda:N',
+    'map_mode': 'localize or online',
 }
+
+
+def _node(context):
+    given = {name: context.launch_configurations[name] for name in ARGUMENTS
+             if context.launch_configurations.get(name, '')}
+    return [Node(package='deepseqslam_ros', executable='localizer', name='deepseqslam_localizer', output='screen',
+                 parameters=[LaunchConfiguration('params_file').perform(context), given])]
 
 
 def generate_launch_description():
     params_file = os.path.join(get_package_share_directory('deepseqslam_ros'), 'config', 'localize.yaml')
-    arguments = [DeclareLaunchArgument(name, default_value=default, description=text)
-                 for name, (default, text) in ARGUMENTS.items()]
-    arguments.append(DeclareLaunchArgument('params_file', default_value=params_file,
-                                           description='parameters YAML'))
-    node = Node(
-        package='deepseqslam_ros',
-        executable='localizer',
-        name='deepseqslam_localizer',
-        output='screen',
-        parameters=[LaunchConfiguration('params_file'),
-                    {name: LaunchConfiguration(name) for name in ARGUMENTS}],
-    )
-    return LaunchDescription([*arguments, node])
+    arguments = [DeclareLaunchArgument(name, default_value='', description=f'{text} (default: the params file\'s)')
+                 for name, text in ARGUMENTS.items()]
+    arguments.append(DeclareLaunchArgument('params_file', default_value=params_file, description='parameters YAML'))
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])

@@ -1,6 +1,7 @@
 """Shared fixtures. Every ROS process of the test run stays on loopback with its own domain id."""
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ os.environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(ROOT / 'config' / 'fastdds_loo
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
 os.environ.setdefault('DEEPSEQSLAM_CACHE', str(ROOT / '.cache' / 'descriptors'))
 os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
+os.environ.setdefault('AMENT_PREFIX_PATH', sys.prefix)   # the venv holds the installed package's share/
 
 
 def pytest_configure(config):

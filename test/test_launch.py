@@ -2,10 +2,14 @@
 import ast
 import importlib.util
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from ros_harness import Client, ros_env, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'localize.launch.py'
@@ -44,3 +48,72 @@ def test_launch_description_builds():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.generate_launch_description(), LaunchDescription)
+
+
+def _ros2() -> str | None:
+    """The venv's ros2 (wheels from ../shared/wheels), else the system's (a ROS 2 install)."""
+    venv = Path(sys.executable).parent / 'ros2'
+    return str(venv) if venv.exists() else shutil.which('ros2')
+
+
+needs_ros2 = pytest.mark.skipif(_ros2() is None, reason='no ros2 command (install ../shared/wheels or ROS 2)')
+
+
+def _param(name: str) -> str:
+    done = subprocess.run([_ros2(), 'param', 'get', '--no-daemon', '--spin-time', '5', '/deepseqslam_localizer', name],
+                          env=ros_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([_ros2(), *args], env=ros_env(), stdout=open(log, 'w'), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+@needs_ros2
+@pytest.mark.slow
+def test_ros2_launch_params_file_and_arguments(small_checkpoint, gp_root, tmp_path):
+    """`ros2 launch` as a user runs it: the params file alone, then a launch argument overriding it."""
+    from deepseqslam_ros.image_conversion import rgb_to_image_fields
+    from deepseqslam_ros.traversal import load_traversal
+    params = tmp_path / 'mine.yaml'
+    params.write_text(yaml.safe_dump({'deepseqslam_localizer': {'ros__parameters': {
+        'checkpoint': str(small_checkpoint), 'image_topic': '/from_file', 'device': 'cpu', 'score_threshold': 4.5,
+        'image_qos': 'reliable'}}}))
+    launch = ['launch', 'deepseqslam_ros', 'localize.launch.py', f'params_file:={params}']
+    process = _start(launch, tmp_path / 'file.log')
+    client = Client()
+    try:
+        assert client.wait_ready(), (tmp_path / 'file.log').read_text()
+        assert '/from_file' in _param('image_topic') and '4.5' in _param('score_threshold')
+        assert str(small_checkpoint) in _param('checkpoint')
+    finally:
+        stop(process)
+    process = _start([*launch, 'image_topic:=/test/image'], tmp_path / 'argument.log')
+    client.received['diagnostics'].clear()
+    try:
+        assert client.wait_ready(), (tmp_path / 'argument.log').read_text()
+        assert '/test/image' in _param('image_topic') and '4.5' in _param('score_threshold')
+        frames = load_traversal(gp_root / 'day_left', limit=20)
+        for i in range(len(frames)):
+            client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
+            client.spin(0.1)
+        assert client.wait_for(lambda: len(client.received['candidates']) >= 3, 60), \
+            (tmp_path / 'argument.log').read_text()[-3000:]
+    finally:
+        stop(process)
+        client.close()
+
+
+@needs_ros2
+def test_ros2_run_finds_the_executable(small_checkpoint, tmp_path):
+    process = _start(['run', 'deepseqslam_ros', 'localizer', '--ros-args', '-p', f'checkpoint:={small_checkpoint}',
+                      '-p', 'device:=cpu'], tmp_path / 'run.log')
+    client = Client()
+    try:
+        assert client.wait_ready(), (tmp_path / 'run.log').read_text()
+        assert client.diagnostics()['checkpoint'] == str(small_checkpoint)
+    finally:
+        stop(process)
+        client.close()
