@@ -150,3 +150,16 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt):
     shown = [5 + a.frame - 60 for a in hits]   # the map frame stamps are the first pass's frame indices
     found = [abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]
     assert len(hits) >= 10 and np.mean(found) > 0.8
+
+
+def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
+    """An odd-width yuv422 frame (OpenCV refuses it) is counted as 'decode'; the frames batched with it
+    are still described and keep their indices."""
+    from types import SimpleNamespace
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    odd = SimpleNamespace(encoding='yuv422', height=48, width=641, step=1282, is_bigendian=0, data=bytes(48 * 1282))
+    session = Localizer(ckpt, 'cpu', MatchConfig(keyframe_change=0.0), backbone=backbone).session()
+    frames = [Frame(float(i), image=odd if i == 3 else rgb) for i in range(12)]
+    answers = session.process(frames)
+    assert session.problems['decode'] == 1 and session.frames == 12 and session.keyframes == 11
+    assert [a.frame for a in answers] == [10, 11]
