@@ -186,8 +186,9 @@ def header_ns(bag_ns: int, raw: bytes) -> int:
     return int(sec) * 1_000_000_000 + int(np.uint32(nanosec))
 
 
-def bag_frames(contents: BagContents) -> list[Frame]:
-    """The bag's camera frames (still serialized) with the odometry position at each frame's stamp."""
+def bag_frames(contents: BagContents) -> tuple[list[Frame], Counter]:
+    """The bag's camera frames (still serialized) with the odometry position at each frame's stamp,
+    and the odometry problems met on the way (frames without odometry close enough, NaN poses)."""
     odometry = OdometryBuffer(horizon=float('inf'))
     for ns, x, y, _ in contents.odometry:
         odometry.add(ns * 1e-9, x, y)
@@ -196,7 +197,7 @@ def bag_frames(contents: BagContents) -> list[Frame]:
         stamp = header_ns(ns, raw) * 1e-9
         frames.append(Frame(stamp, image=raw, position=odometry.position_at(stamp) if contents.odometry else None,
                             key=i))
-    return frames
+    return frames, odometry.problems
 
 
 @dataclass
@@ -217,7 +218,7 @@ def teach_run(path: str | Path, backbone, image_topic: str | None = None, odom_t
     """Keyframes of a teach bag: every `keyframe_distance` of odometry travel, or by appearance without
     odometry. Errors (BagError) for a missing odometry topic, odometry that jumps or stands still."""
     contents = read_bag(path, image_topic, odom_topic or ODOM_TOPIC, require_odometry=odom_topic is not None)
-    frames, keep, described, problems = bag_frames(contents), [], [], Counter()
+    (frames, _), keep, described, problems = bag_frames(contents), [], [], Counter()
     for start in tqdm(range(0, len(frames), batch_size), desc='CNN teach bag', unit='batch', disable=None):
         images = []
         for frame in frames[start:start + batch_size]:
@@ -249,11 +250,11 @@ def replay_offline(contents: BagContents, localizer: Localizer, batch_size: int 
     """The bag through a streaming session as fast as the machine allows; returns (answers, problems).
     Answers' `frame` is the camera frame's index in the bag."""
     session = localizer.session()
-    frames, answers = bag_frames(contents), []
+    (frames, odometry_problems), answers = bag_frames(contents), []
     for start in tqdm(range(0, len(frames), batch_size), desc='replay', unit='batch', disable=None):
         answers += session.process([replace(frame, image=TYPES.deserialize_cdr(frame.image, contents.image_type))
                                     for frame in frames[start:start + batch_size]])
-    return answers, dict(session.problems)
+    return answers, dict(session.problems + odometry_problems)
 
 
 def replay_live(contents: BagContents, rate_factor: float, node_name: str, image_topic: str,
