@@ -36,13 +36,19 @@ def start_localizer(log: Path, **params) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> int:
+    """SIGINT to the process group, as a terminal's Ctrl-C (`ros2 run` and `ros2 launch` start the node
+    as a child: it must stop too, or it lives on in the test's DDS domain); SIGKILL after 20 s."""
     if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    try:   # children that outlived the parent
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     return process.returncode
 
 
