@@ -19,7 +19,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PointStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -61,8 +61,19 @@ PARAMETERS = {  # name: (default, description)
 }
 CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
            'map_mode': ('localize', 'online'), 'precision': ('float32', 'float16', 'bfloat16')}
+RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'diagnostics_period', 'keyframe_distance',
+           'keyframe_change', 'min_speed', 'max_speed'}   # applied by `ros2 param set`; the others are read-only
 PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'odom_jump', 'odom_stuck', 'time_jitter',
             'time_backwards', 'no_odom', 'odom_gap', 'odom_too_old', 'checkpoint', 'dropped')
+
+
+def _match_config(p: dict) -> MatchConfig:
+    """The matcher's settings from the node's parameters (ValueError when they are invalid)."""
+    if p['diagnostics_period'] <= 0:
+        raise ValueError(f'parameter diagnostics_period must be > 0 s, got {p["diagnostics_period"]}')
+    return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
+                       keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
+                       min_speed=p['min_speed'], max_speed=p['max_speed'])
 
 
 def _seconds(stamp) -> float:
@@ -79,14 +90,16 @@ class LocalizerNode(Node):
 
     def __init__(self):
         super().__init__('deepseqslam_localizer')
-        self.p = {name: self.declare_parameter(name, default, ParameterDescriptor(description=text)).value
+        self.p = {name: self.declare_parameter(name, default, ParameterDescriptor(
+                      description=text, read_only=name not in RUNTIME)).value
                   for name, (default, text) in PARAMETERS.items()}
         for name, allowed in CHOICES.items():
             if self.p[name] not in allowed:
                 raise ValueError(f'parameter {name}={self.p[name]!r}: choose one of {allowed}')
-        for name in ('batch_size', 'queue_size', 'top_k'):
+        for name in ('batch_size', 'queue_size'):
             if self.p[name] < 1:
                 raise ValueError(f'parameter {name} must be >= 1, got {self.p[name]}')
+        self.match = _match_config(self.p)
         self.problems: Counter[str] = Counter({k: 0 for k in PROBLEMS})
         self._last_log: dict[str, float] = {}
         self.lock = threading.Condition()      # pending frames and the odometry buffer
@@ -111,7 +124,8 @@ class LocalizerNode(Node):
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/save_map', self.on_save_map)
         self.create_service(Trigger, '~/load_map', self.on_load_map)
-        self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
+        self.diagnostics_timer = self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
         self.running = True
         self.last_report = (time.monotonic(), 0, 0, 0.0)   # time, received, processed, busy
         self.get_logger().info(
@@ -126,11 +140,7 @@ class LocalizerNode(Node):
             if self.p['seq_len'] not in (0, ckpt.config.seq_len):
                 raise ValueError(f'parameter seq_len={self.p["seq_len"]} but the checkpoint was trained '
                                  f'with seq_len={ckpt.config.seq_len}')
-            match = MatchConfig(self.p['lstm_weight'], self.p['top_k'], self.p['score_threshold'],
-                                min_age=self.p['loop_closure_gap'], keyframe_distance=self.p['keyframe_distance'],
-                                keyframe_change=self.p['keyframe_change'], min_speed=self.p['min_speed'],
-                                max_speed=self.p['max_speed'])
-            localizer = Localizer(ckpt, self.p['device'], match, online=self.p['map_mode'] == 'online')
+            localizer = Localizer(ckpt, self.p['device'], self.match, online=self.p['map_mode'] == 'online')
             dtype = getattr(torch, self.p['precision'])
             localizer.backbone.to(dtype)
             return localizer
@@ -138,6 +148,24 @@ class LocalizerNode(Node):
             self.problems['checkpoint'] += 1
             self.get_logger().error(f'no localization: {exc}')
             return None
+
+    def on_set_parameters(self, parameters) -> SetParametersResult:
+        """`ros2 param set` of a runtime parameter: validated, then used from the next frame on."""
+        changed = {p.name: p.value for p in parameters}
+        try:
+            match = _match_config({**self.p, **changed})
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self.model_lock:
+            self.p.update(changed)
+            self.match = match
+            if self.localizer is not None:
+                self.localizer.match = match
+        if 'diagnostics_period' in changed:
+            self.destroy_timer(self.diagnostics_timer)
+            self.diagnostics_timer = self.create_timer(self.p['diagnostics_period'], self.publish_diagnostics)
+        self.get_logger().info('parameters set: ' + ', '.join(f'{k}={v}' for k, v in changed.items()))
+        return SetParametersResult(successful=True)
 
     def _warn(self, kind: str, message: str) -> None:
         """Count a problem; log one line per kind at most every 5 s."""

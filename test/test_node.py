@@ -138,6 +138,37 @@ def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
         assert stop(node) == 0
 
 
+def test_runtime_parameters_apply_and_others_are_read_only(small_checkpoint, gp_root, tmp_path, client):
+    """`ros2 param set` (a parameter client over DDS): runtime parameters are validated and used from
+    the next frame on; the others are read-only and refused with a reason."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
+                           image_qos='reliable', device='cpu')
+    parameters = AsyncParameterClient(client.node, '/deepseqslam_localizer')
+
+    def set_parameter(name, value):
+        future = parameters.set_parameters([Parameter(name, value=value)])
+        assert client.wait_for(future.done, 30)
+        return future.result().results[0]
+    try:
+        assert client.wait_ready() and parameters.wait_for_services(30), (tmp_path / 'node.log').read_text()
+        assert set_parameter('score_threshold', 100.0).successful
+        refused = set_parameter('image_topic', '/elsewhere')
+        assert not refused.successful and 'read-only' in refused.reason
+        refused = set_parameter('min_speed', 3.0)       # above max_speed 2.0
+        assert not refused.successful and 'min_speed' in refused.reason
+        frames = load_traversal(gp_root / 'day_left', limit=20)
+        for i in range(len(frames)):
+            client.publish_image(T0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
+            client.spin(0.1)
+        assert client.wait_for(lambda: len(client.received['place']) >= 5, 60), (tmp_path / 'node.log').read_text()
+        assert all(msg.point.x == -1 for msg in client.received['place'])   # nothing reaches a z-score of 100
+        assert not client.received['matched_pose']
+    finally:
+        assert stop(node) == 0
+
+
 @pytest.mark.slow
 def test_online_map_finds_revisits_and_saves(small_checkpoint, gp_root, tmp_path, client):
     """Drive day_left's first 60 frames, then the same places again (day_right): loop closures."""
