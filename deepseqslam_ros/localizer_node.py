@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PointStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -367,7 +368,7 @@ def main(args=None) -> int:
         node.work()
     except KeyboardInterrupt:
         pass
-    except ValueError as exc:  # an invalid parameter value
+    except (ValueError, ParameterException) as exc:  # an invalid parameter value or type
         rclpy.logging.get_logger('deepseqslam_localizer').fatal(str(exc))
         return 2
     finally:

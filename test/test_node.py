@@ -122,6 +122,11 @@ def test_invalid_parameter_is_a_clear_exit(tmp_path):
     assert node.wait(timeout=60) == 2
     log = (tmp_path / 'node.log').read_text()
     assert 'map_mode' in log and "'localize', 'online'" in log and 'Traceback' not in log
+    for name, value in (('score_threshold', '3'), ('diagnostics_period', '0.0'), ('min_speed', '3.0')):
+        node = start_localizer(tmp_path / f'{name}.log', **{name: value})   # wrong type, or invalid
+        assert node.wait(timeout=60) == 2
+        log = (tmp_path / f'{name}.log').read_text()
+        assert name in log and 'Traceback' not in log, log
 
 
 def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
