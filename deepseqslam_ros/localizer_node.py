@@ -100,7 +100,7 @@ class LocalizerNode(Node):
         for name in ('batch_size', 'queue_size'):
             if self.p[name] < 1:
                 raise ValueError(f'parameter {name} must be >= 1, got {self.p[name]}')
-        self.match = _match_config(self.p)
+        match = _match_config(self.p)
         self.problems: Counter[str] = Counter({k: 0 for k in PROBLEMS})
         self._last_log: dict[str, float] = {}
         self.lock = threading.Condition()      # pending frames and the odometry buffer
@@ -110,7 +110,7 @@ class LocalizerNode(Node):
         self.received = self.processed = self.answered = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.latencies: deque[float] = deque(maxlen=200)
-        self.localizer = self._load_localizer()
+        self.localizer = self._load_localizer(match)
         self.session = self.localizer.session(self._warn) if self.localizer else None
 
         image_type = CompressedImage if self.p['compressed'] else Image
@@ -135,13 +135,13 @@ class LocalizerNode(Node):
             f'{self.localizer.device if self.localizer else "-"}')
 
     # ---------------------------------------------------------------- set-up
-    def _load_localizer(self) -> Localizer | None:
+    def _load_localizer(self, match: MatchConfig) -> Localizer | None:
         try:
             ckpt = load_checkpoint(self.p['checkpoint'])
             if self.p['seq_len'] not in (0, ckpt.config.seq_len):
                 raise ValueError(f'parameter seq_len={self.p["seq_len"]} but the checkpoint was trained '
                                  f'with seq_len={ckpt.config.seq_len}')
-            localizer = Localizer(ckpt, self.p['device'], self.match, online=self.p['map_mode'] == 'online')
+            localizer = Localizer(ckpt, self.p['device'], match, online=self.p['map_mode'] == 'online')
             dtype = getattr(torch, self.p['precision'])
             localizer.backbone.to(dtype)
             return localizer
@@ -159,7 +159,6 @@ class LocalizerNode(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         with self.model_lock:
             self.p.update(changed)
-            self.match = match
             if self.localizer is not None:
                 self.localizer.match = match
         if 'diagnostics_period' in changed:
