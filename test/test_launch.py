@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,14 @@ needs_ros2 = pytest.mark.skipif(_ros2() is None, reason='no ros2 command (instal
 
 
 def _param(name: str) -> str:
-    done = subprocess.run([_ros2(), 'param', 'get', '--no-daemon', '--spin-time', '5', '/deepseqslam_localizer', name],
-                          env=ros_env(), capture_output=True, text=True, timeout=60)
+    """`ros2 param get` as a user runs it; retried while its fresh DDS participant has not yet
+    discovered the node (seconds on a loaded machine), for up to a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = subprocess.run([_ros2(), 'param', 'get', '--no-daemon', '--spin-time', '5', '/deepseqslam_localizer',
+                               name], env=ros_env(), capture_output=True, text=True, timeout=60)
+        if done.returncode == 0 or 'Node not found' not in done.stderr or time.monotonic() > deadline:
+            break
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip()
 
