@@ -20,10 +20,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point32, PointStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import ChannelFloat32, CompressedImage, Image, PointCloud, TimeReference
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
@@ -100,6 +101,12 @@ class LocalizerNode(Node):
         for name in ('batch_size', 'queue_size'):
             if self.p[name] < 1:
                 raise ValueError(f'parameter {name} must be >= 1, got {self.p[name]}')
+        for name in ('image_topic', 'odom_topic'):
+            try:
+                if self.p[name]:
+                    validate_topic_name(self.p[name])
+            except InvalidTopicNameException as exc:
+                raise ValueError(f'parameter {name}={self.p[name]!r}: {" ".join(str(exc).split())}') from exc
         match = _match_config(self.p)
         self.problems: Counter[str] = Counter({k: 0 for k in PROBLEMS})
         self._last_log: dict[str, float] = {}

@@ -122,7 +122,8 @@ def test_invalid_parameter_is_a_clear_exit(tmp_path):
     assert node.wait(timeout=60) == 2
     log = (tmp_path / 'node.log').read_text()
     assert 'map_mode' in log and "'localize', 'online'" in log and 'Traceback' not in log
-    for name, value in (('score_threshold', '3'), ('diagnostics_period', '0.0'), ('min_speed', '3.0')):
+    for name, value in (('score_threshold', '3'), ('diagnostics_period', '0.0'), ('min_speed', '3.0'),
+                        ('image_topic', "'bad topic'"), ('odom_topic', '/odom/')):
         node = start_localizer(tmp_path / f'{name}.log', **{name: value})   # wrong type, or invalid
         assert node.wait(timeout=60) == 2
         log = (tmp_path / f'{name}.log').read_text()
