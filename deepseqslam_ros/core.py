@@ -88,7 +88,8 @@ class Recognition:
     alignment: str              # 'odometry' or 'vision'
     speed: float                # relative speed of the window (odometry: travelled / map spacing per keyframe)
     key: Any = None             # what the caller attached to the frame (e.g. its ROS header)
-    loop_closure: float | None = None   # confident revisit: stamp of the place's first visit, min_age or more ago
+    loop_closure: float | None = None   # first answer of a revisit: stamp of the place's first visit (min_age ago)
+    loop_offset: np.ndarray | None = None   # with it: first visit's odometry (x, y) minus the current one, if known
 
 
 @dataclass
@@ -373,9 +374,12 @@ class Session:
         self.window: deque[_Keyframe] = deque(maxlen=loc.cfg.seq_len)
         self.last_stamp = -math.inf
         self.last_position: np.ndarray | None = None
+        self.xy: np.ndarray | None = None             # odometry of the latest frame
         self.trajectory: torch.Tensor | None = None   # (trajectories, N) z-scores averaged along each
         self.trajectory_weight = 0.0
-        self.first_seen: dict[int, float] = {}        # place -> stamp of its first visit (loop closures)
+        self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
+        self.revisit: int | None = None               # place of the ongoing revisit's latest answer
+        self.revisit_misses = 0                       # answers since that were not part of it
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -433,6 +437,7 @@ class Session:
         self.frames += 1
         descriptor = descriptor.to(loc.device).float()
         xy, step = self._odometry(position)
+        self.xy = xy
         change = match.keyframe_change * loc.change if math.isfinite(loc.change) else 0.0
         distance = match.keyframe_distance or loc.spacing
         if not self.keyframer(self.standardiser.apply(descriptor), change, step, distance):
@@ -556,11 +561,30 @@ class Session:
             return None
         top, places = scores.topk(min(loc.match.top_k, valid))
         best, best_score = int(places[0]), float(top[0])
-        confident, loop_closure = best_score >= loc.match.threshold, None
-        if confident:
-            first = self.first_seen.setdefault(best, loc.place_stamp(best) if loc.online else stamp)
-            loop_closure = first if stamp - first >= loc.match.min_age else None
+        confident = best_score >= loc.match.threshold
+        loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],
                            scores=scores.cpu().numpy(), alignment=alignment, speed=speed, key=key,
-                           loop_closure=loop_closure)
+                           loop_closure=loop_closure, loop_offset=loop_offset)
+
+    def _revisit(self, place: int, stamp: float, confident: bool) -> tuple[float | None, np.ndarray | None]:
+        """(stamp of the place's first visit, odometry offset) on the first answer of a revisit, else
+        (None, None). A revisit is a confident match min_age or more after the place's first visit; it
+        goes on while such matches stay within seq_len map frames of each other, and ends after seq_len
+        answers that are not: one loop closure per revisit, however long the robot stays."""
+        loc = self.loc
+        first = where = None
+        if confident:
+            first, where = self.first_seen.setdefault(
+                place, (loc.place_stamp(place), loc.place_pose(place)) if loc.online else (stamp, self.xy))
+        if first is None or stamp - first < loc.match.min_age:
+            self.revisit_misses += 1
+            if self.revisit_misses >= loc.cfg.seq_len:
+                self.revisit = None
+            return None, None
+        ongoing = self.revisit is not None and abs(place - self.revisit) <= loc.cfg.seq_len
+        self.revisit, self.revisit_misses = place, 0
+        if ongoing:
+            return None, None
+        return first, None if where is None or self.xy is None else where - self.xy

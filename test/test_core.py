@@ -163,3 +163,26 @@ def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
     answers = session.process(frames)
     assert session.problems['decode'] == 1 and session.frames == 12 and session.keyframes == 11
     assert [a.frame for a in answers] == [10, 11]
+
+
+def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt):
+    """An online map revisited twice, odometry drifted since the first pass: one loop closure per revisit
+    (not per frame, nor while the robot stands still), each with the odometry offset between visits."""
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=50.0, threshold=1.0), online=True)  # a 38-place map
+    session = localizer.session()
+    raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
+    positions = ckpt.places.positions.numpy()
+    for i in range(60):
+        session.step(raw[i], positions[i], float(i))
+    shift = np.array([20.0, -10.0]) * localizer.spacing
+    unseen = torch.randn(40, raw.shape[1], generator=torch.Generator().manual_seed(0)) * ckpt.std + ckpt.mean
+    turn = np.linspace(0, 2 * np.pi, 40, endpoint=False)[:, None]
+    detour = positions[30] + 40 * localizer.spacing / (2 * np.pi) * np.hstack([np.sin(turn), 1 - np.cos(turn)])
+    frames = [(raw[i], positions[i]) for i in [*range(5, 25), *[24] * 10, *range(25, 31)]]   # with a stop
+    frames += [*zip(unseen, detour), *((raw[i], positions[i]) for i in range(31, 60))]  # a loop through new places
+    answers = [session.step(d, xy + shift, 100.0 + k) for k, (d, xy) in enumerate(frames)]
+    loops = [a for a in answers if a is not None and a.loop_closure is not None]
+    confident = [a for a in answers if a is not None and a.confident]
+    assert len(confident) >= 15 and len(loops) == 2, [(a.frame, a.place, a.score, a.loop_closure) for a in answers if a is not None]
+    for loop in loops:
+        assert loop.loop_closure <= 60 and np.allclose(loop.loop_offset, -shift, atol=3 * localizer.spacing)
