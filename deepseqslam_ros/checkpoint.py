@@ -1,5 +1,6 @@
 """One checkpoint file holds everything the node needs: config, head weights, backbone identity,
-descriptor statistics, position normalisation and the place map. Written atomically."""
+descriptor statistics, position normalisation and the place map. Written atomically and fsync'd:
+a save that fails or is killed midway leaves the previous file intact."""
 from __future__ import annotations
 
 import os
@@ -64,9 +65,21 @@ class Checkpoint:
                 'mean': self.mean, 'std': self.std, 'position_center': self.position_center,
                 'position_scale': self.position_scale, 'places': asdict(self.places),
                 'training': self.training}
-        tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        tmp = path.with_name(f'.{path.name}.tmp')   # one name: a save killed midway leaves one stale file
+        try:
+            with open(tmp, 'wb') as f:
+                torch.save(blob, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        folder = os.open(path.parent, os.O_RDONLY)   # the rename itself survives a power cut
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

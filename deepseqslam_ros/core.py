@@ -50,7 +50,7 @@ class MatchConfig:
     keyframe_change: float = 0.5     # vision-only: fraction of the map's median frame-to-frame change
     min_speed: float = 0.5           # vision-only: relative speeds searched (query keyframe / map frame)
     max_speed: float = 2.0
-    speed_steps: int = 7             # speeds, geometrically spaced
+    speed_steps: int = 13            # speeds, geometrically spaced (ratio 1.12 from 0.5 to 2)
     speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
     odometry_memory: float = 0.9     # with odometry: the same along each odometry-scale trajectory
     odometry_scale_error: float = 0.25   # odometry scales searched: 1/(1+e) .. 1+e
@@ -100,6 +100,12 @@ class Frame:
     descriptor: torch.Tensor | None = None
     position: Any = None        # (x, y) odometry in the robot's odometry frame, or None
     key: Any = None
+
+
+def split_stamp(seconds: float) -> tuple[int, int]:
+    """Seconds -> (sec, nanosec) of a ROS time, the nanoseconds' carry included."""
+    nanoseconds = round(seconds * 1e9)
+    return nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000
 
 
 def zscore(x: torch.Tensor) -> torch.Tensor:
@@ -269,6 +275,17 @@ class Localizer:
         descriptors = self.map_descriptors
         self.change = float('nan') if len(descriptors) < 2 else \
             float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
+
+    def check_map(self, saved: Checkpoint) -> None:
+        """A map saved by another checkpoint fits this one only if it was made by the same model:
+        backbone, descriptor size, seq_len and descriptor statistics (CheckpointError otherwise)."""
+        fields = ('backbone', 'weights_sha256', 'image_size', 'pooling', 'descriptor_dim', 'seq_len')
+        for name in fields:
+            if getattr(saved.config, name) != getattr(self.cfg, name):
+                raise CheckpointError(f'map made with {name}={getattr(saved.config, name)!r}, this checkpoint '
+                                      f'has {getattr(self.cfg, name)!r}')
+        if not (torch.allclose(saved.mean, self.ckpt.mean) and torch.allclose(saved.std, self.ckpt.std)):
+            raise CheckpointError('map made with another reference traversal\'s descriptor statistics')
 
     def check_backbone(self, backbone: Backbone) -> None:
         want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size, self.cfg.pooling)

@@ -3,10 +3,14 @@
 A thin ROS shell around a deepseqslam_ros.core.Session. Callbacks only enqueue. The rclpy executor
 spins in a background thread; the main thread is the worker: it batches pending frames through the
 backbone and steps the session once per frame; it answers on keyframes (torch's thread pool measured
-~20 % more frames/s driven from the main thread than from a secondary one).
+~20 % more frames/s driven from the main thread than from a secondary one). SIGINT (once or twice)
+and SIGTERM stop the worker; the node then saves an online map and exits 0.
 """
 from __future__ import annotations
 
+import math
+import os
+import signal
 import sys
 import threading
 import time
@@ -24,13 +28,15 @@ from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from rclpy.validate_topic_name import validate_topic_name
 from sensor_msgs.msg import ChannelFloat32, CompressedImage, Image, PointCloud, TimeReference
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
+from .backbones import pick_device
 from .checkpoint import load_checkpoint
-from .core import Frame, Localizer, MatchConfig, Recognition
+from .core import Frame, Localizer, MatchConfig, Recognition, split_stamp
 from .odometry import OdometryBuffer
 
 PARAMETERS = {  # name: (default, description)
@@ -42,6 +48,7 @@ PARAMETERS = {  # name: (default, description)
     'precision': ('float32', 'backbone precision: float32, float16 or bfloat16'),
     'batch_size': (8, 'most frames per backbone batch'),
     'queue_size': (30, 'frames waiting for the worker; the oldest is dropped when full'),
+    'queue_bytes': (256 << 20, 'bytes of frames waiting for the worker; the oldest is dropped beyond this'),
     'seq_len': (0, '0 = take it from the checkpoint; otherwise it must equal the checkpoint'),
     'score_threshold': (3.0, 'fused z-score at or above which a place is confident'),
     'top_k': (5, 'candidates published per frame'),
@@ -58,6 +65,9 @@ PARAMETERS = {  # name: (default, description)
     'odom_max_gap': (0.5, 's; frames farther than this from any odometry get no position'),
     'map_mode': ('localize', "localize (the checkpoint's places) or online (places added while driving)"),
     'map_save_path': ('', 'where ~/save_map and shutdown write the map; ~/load_map reads it'),
+    'map_autosave_period': (60.0, 's between saves of an online map while driving; 0 = at shutdown only'),
+    'initial_pose_topic': ('', 'also publish confident matched poses here (e.g. /initialpose for AMCL); empty = off'),
+    'initial_pose_period': (5.0, 's; at most one initial pose per period'),
     'map_frame': ('map', 'frame_id of matched poses and markers'),
     'diagnostics_period': (1.0, 's between /diagnostics messages'),
 }
@@ -66,13 +76,16 @@ CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data',
 RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'diagnostics_period', 'keyframe_distance',
            'keyframe_change', 'min_speed', 'max_speed'}   # applied by `ros2 param set`; the others are read-only
 PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'odom_jump', 'odom_stuck', 'time_jitter',
-            'time_backwards', 'no_odom', 'odom_gap', 'odom_too_old', 'checkpoint', 'dropped')
+            'time_backwards', 'no_odom', 'odom_gap', 'odom_too_old', 'checkpoint', 'device', 'dropped',
+            'map_save', 'map_load', 'worker')
+PROBLEM_HOLD = 5.0   # s: /diagnostics is WARN while a problem was seen this recently, OK again after
 
 
 def _match_config(p: dict) -> MatchConfig:
     """The matcher's settings from the node's parameters (ValueError when they are invalid)."""
-    if p['diagnostics_period'] <= 0:
-        raise ValueError(f'parameter diagnostics_period must be > 0 s, got {p["diagnostics_period"]}')
+    for name in ('diagnostics_period', 'initial_pose_period'):
+        if p[name] <= 0:
+            raise ValueError(f'parameter {name} must be > 0 s, got {p[name]}')
     return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
                        min_speed=p['min_speed'], max_speed=p['max_speed'])
@@ -80,6 +93,16 @@ def _match_config(p: dict) -> MatchConfig:
 
 def _seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _check_save_path(path: str) -> None:
+    """An online map's save path must be a writable file location (ValueError naming the problem)."""
+    target = Path(path).expanduser()
+    folder = target.parent if target.parent.exists() else next(p for p in target.parents if p.exists())
+    if target.is_dir():
+        raise ValueError(f'parameter map_save_path={path!r} is a directory; name a file')
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f'parameter map_save_path={path!r} is not writable')
 
 
 def _qos(name: str) -> QoSProfile:
@@ -98,10 +121,19 @@ class LocalizerNode(Node):
         for name, allowed in CHOICES.items():
             if self.p[name] not in allowed:
                 raise ValueError(f'parameter {name}={self.p[name]!r}: choose one of {allowed}')
-        for name in ('batch_size', 'queue_size'):
+        for name in ('batch_size', 'queue_size', 'queue_bytes'):
             if self.p[name] < 1:
                 raise ValueError(f'parameter {name} must be >= 1, got {self.p[name]}')
-        for name in ('image_topic', 'odom_topic'):
+        if self.p['map_autosave_period'] < 0:
+            raise ValueError(f'parameter map_autosave_period must be >= 0 s, got {self.p["map_autosave_period"]}')
+        if self.p['map_mode'] == 'online' and self.p['map_save_path']:
+            _check_save_path(self.p['map_save_path'])
+        try:
+            if self.p['device'] != 'auto':
+                torch.device(self.p['device'])
+        except RuntimeError as exc:
+            raise ValueError(f'parameter device={self.p["device"]!r}: {exc}') from exc
+        for name in ('image_topic', 'odom_topic', 'initial_pose_topic'):
             try:
                 if self.p[name]:
                     validate_topic_name(self.p[name])
@@ -110,12 +142,16 @@ class LocalizerNode(Node):
         match = _match_config(self.p)
         self.problems: Counter[str] = Counter({k: 0 for k in PROBLEMS})
         self._last_log: dict[str, float] = {}
+        self._last_seen: dict[str, float] = {}   # problem kind -> when it was last counted
         self.lock = threading.Condition()      # pending frames and the odometry buffer
         self.model_lock = threading.Lock()     # the localizer: worker vs map services
         self.pending: deque = deque()
+        self.pending_bytes = 0
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
         self.received = self.processed = self.answered = 0
         self.busy = 0.0   # seconds the worker spent processing
+        self.last_save = self.last_initial_pose = time.monotonic()
+        self.odom_frame = 'odom'
         self.latencies: deque[float] = deque(maxlen=200)
         self.localizer = self._load_localizer(match)
         self.session = self.localizer.session(self._warn) if self.localizer else None
@@ -128,6 +164,9 @@ class LocalizerNode(Node):
         self.pub_candidates = self.create_publisher(PointCloud, '~/candidates', 10)
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, '~/matched_pose', 10)
         self.pub_loop = self.create_publisher(TimeReference, '~/loop_closure', 10)
+        self.pub_loop_offset = self.create_publisher(PoseWithCovarianceStamped, '~/loop_closure_offset', 10)
+        self.pub_initial_pose = self.create_publisher(
+            PoseWithCovarianceStamped, self.p['initial_pose_topic'], 10) if self.p['initial_pose_topic'] else None
         self.pub_markers = self.create_publisher(MarkerArray, '~/markers', 10)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/save_map', self.on_save_map)
@@ -144,17 +183,23 @@ class LocalizerNode(Node):
     # ---------------------------------------------------------------- set-up
     def _load_localizer(self, match: MatchConfig) -> Localizer | None:
         try:
+            device = pick_device(self.p['device'])
+        except RuntimeError as exc:
+            self._warn('device', f'no localization: {exc} (-p device:=cpu)', error=True)
+            return None
+        if device.type == 'cpu' and self.p['precision'] == 'float16':
+            self.get_logger().warning('precision float16 is ~100x slower than float32 on a CPU: using float32')
+            self.p['precision'] = 'float32'
+        try:
             ckpt = load_checkpoint(self.p['checkpoint'])
             if self.p['seq_len'] not in (0, ckpt.config.seq_len):
                 raise ValueError(f'parameter seq_len={self.p["seq_len"]} but the checkpoint was trained '
                                  f'with seq_len={ckpt.config.seq_len}')
-            localizer = Localizer(ckpt, self.p['device'], match, online=self.p['map_mode'] == 'online')
-            dtype = getattr(torch, self.p['precision'])
-            localizer.backbone.to(dtype)
+            localizer = Localizer(ckpt, str(device), match, online=self.p['map_mode'] == 'online')
+            localizer.backbone.to(getattr(torch, self.p['precision']))
             return localizer
         except Exception as exc:  # the node keeps running and reports the problem in /diagnostics
-            self.problems['checkpoint'] += 1
-            self.get_logger().error(f'no localization: {exc}')
+            self._warn('checkpoint', f'no localization: {exc}', error=True)
             return None
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
@@ -174,26 +219,38 @@ class LocalizerNode(Node):
         self.get_logger().info('parameters set: ' + ', '.join(f'{k}={v}' for k, v in changed.items()))
         return SetParametersResult(successful=True)
 
-    def _warn(self, kind: str, message: str) -> None:
+    def _warn(self, kind: str, message: str, error: bool = False) -> None:
         """Count a problem; log one line per kind at most every 5 s."""
         self.problems[kind] += 1
-        now = time.monotonic()
+        now = self._last_seen[kind] = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= 5.0:
             self._last_log[kind] = now
-            self.get_logger().warning(f'[{kind}] {message} (seen {self.problems[kind]} times)')
+            text = f'[{kind}] {message} (seen {self.problems[kind]} times)'
+            if error:   # rclpy: one severity per call site
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
 
     # ---------------------------------------------------------------- callbacks: enqueue only
     def on_image(self, msg) -> None:
+        size = len(msg.data)
         with self.lock:
             self.received += 1
-            if len(self.pending) >= self.p['queue_size']:
-                self.pending.popleft()
-                self.problems['dropped'] += 1
             self.pending.append((msg, time.monotonic()))
+            self.pending_bytes += size
+            dropped = 0
+            while len(self.pending) > self.p['queue_size'] or \
+                    (self.pending_bytes > self.p['queue_bytes'] and len(self.pending) > 1):
+                self.pending_bytes -= len(self.pending.popleft()[0].data)
+                dropped += 1
             self.lock.notify()
+        if dropped:
+            self._warn('dropped', f'the worker is behind: oldest frame dropped (queue_size {self.p["queue_size"]}, '
+                                  f'queue_bytes {self.p["queue_bytes"]}); a smaller image or a GPU helps')
 
     def on_odometry(self, msg: Odometry) -> None:
         position = msg.pose.pose.position
+        self.odom_frame = msg.header.frame_id or self.odom_frame
         with self.lock:
             self.odometry.add(_seconds(msg.header.stamp), position.x, position.y)
 
@@ -207,13 +264,17 @@ class LocalizerNode(Node):
                 if not (self.running and rclpy.ok(context=self.context)):
                     return
                 batch = [self.pending.popleft() for _ in range(min(len(self.pending), self.p['batch_size']))]
+                self.pending_bytes -= sum(len(msg.data) for msg, _ in batch)
             start = time.monotonic()
             try:
                 with self.model_lock:
                     self.process(batch)
             except Exception as exc:  # never let one bad batch stop the node
-                self._warn('worker', f'frame batch failed: {exc!r}')
+                self._warn('worker', f'frame batch failed: {exc!r}', error=True)
             self.busy += time.monotonic() - start
+            period = self.p['map_autosave_period']
+            if period and self.p['map_mode'] == 'online' and time.monotonic() - self.last_save >= period:
+                self.save_map_logged()
 
     def process(self, batch: list) -> None:
         """One backbone batch through the session; publish the keyframes' answers."""
@@ -246,9 +307,10 @@ class LocalizerNode(Node):
         cloud = PointCloud()
         cloud.header.stamp, cloud.header.frame_id = header.stamp, self.p['map_frame']
         ids, scores = ChannelFloat32(name='place'), ChannelFloat32(name='score')
-        for candidate, score in result.candidates:
+        for candidate, score in result.candidates:   # a place without a stored pose is a NaN point
             xy = self.localizer.place_pose(candidate)
-            cloud.points.append(Point32(x=float(xy[0]), y=float(xy[1])) if xy is not None else Point32())
+            cloud.points.append(Point32(x=float(xy[0]), y=float(xy[1])) if xy is not None else
+                                Point32(x=math.nan, y=math.nan, z=math.nan))
             ids.values.append(float(candidate))
             scores.values.append(score)
         cloud.channels = [ids, scores]
@@ -262,23 +324,38 @@ class LocalizerNode(Node):
             pose.header.stamp, pose.header.frame_id = header.stamp, self.p['map_frame']
             pose.pose.pose.position.x, pose.pose.pose.position.y = float(xy[0]), float(xy[1])
             pose.pose.pose.orientation.w = 1.0
-            spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
-            pose.pose.covariance = [0.0] * 36
-            pose.pose.covariance[0] = pose.pose.covariance[7] = (2 * spacing) ** 2
-            pose.pose.covariance[35] = np.pi ** 2  # heading unknown
+            pose.pose.covariance = self._covariance()
             self.pub_pose.publish(pose)
-            self.pub_markers.publish(self._markers(header, result, xy, spacing))
+            self.pub_markers.publish(self._markers(header, result, xy))
+            now = time.monotonic()
+            if self.pub_initial_pose is not None and now - self.last_initial_pose >= self.p['initial_pose_period']:
+                self.last_initial_pose = now
+                self.pub_initial_pose.publish(pose)
 
-        if result.loop_closure is not None:
-            first = result.loop_closure
+        if result.loop_closure is not None:   # the first answer of a revisit
             loop = TimeReference()
             loop.header.stamp, loop.header.frame_id = header.stamp, self.p['map_frame']
-            loop.time_ref.sec = int(first)
-            loop.time_ref.nanosec = int(round((first - int(first)) * 1e9)) % 1_000_000_000
+            loop.time_ref.sec, loop.time_ref.nanosec = split_stamp(result.loop_closure)
             loop.source = f'place {result.place} score {result.score:.2f}'
             self.pub_loop.publish(loop)
+            if result.loop_offset is not None:
+                offset = PoseWithCovarianceStamped()
+                offset.header.stamp, offset.header.frame_id = header.stamp, self.odom_frame
+                offset.pose.pose.position.x, offset.pose.pose.position.y = map(float, result.loop_offset)
+                offset.pose.pose.orientation.w = 1.0
+                offset.pose.covariance = self._covariance()
+                self.pub_loop_offset.publish(offset)
 
-    def _markers(self, header, result: Recognition, xy, spacing: float) -> MarkerArray:
+    def _covariance(self) -> list[float]:
+        """Position within two map spacings; heading unknown."""
+        spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
+        covariance = [0.0] * 36
+        covariance[0] = covariance[7] = (2 * spacing) ** 2
+        covariance[35] = np.pi ** 2
+        return covariance
+
+    def _markers(self, header, result: Recognition, xy) -> MarkerArray:
+        spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
         sphere, text = Marker(), Marker()
         for marker, kind, mid in ((sphere, Marker.SPHERE, 0), (text, Marker.TEXT_VIEW_FACING, 1)):
             marker.header.stamp, marker.header.frame_id = header.stamp, self.p['map_frame']
@@ -297,9 +374,11 @@ class LocalizerNode(Node):
         elapsed = max(now - then, 1e-9)   # rates are over the last diagnostics period
         latencies = sorted(self.latencies)
         status = DiagnosticStatus(name='deepseqslam_localizer: place recognition', hardware_id='deepseqslam')
+        recent = sorted(kind for kind, seen in self._last_seen.items() if now - seen <= PROBLEM_HOLD)
         status.level = DiagnosticStatus.ERROR if self.localizer is None else (
-            DiagnosticStatus.WARN if any(self.problems.values()) else DiagnosticStatus.OK)
-        status.message = 'no checkpoint loaded' if self.localizer is None else 'localizing'
+            DiagnosticStatus.WARN if recent else DiagnosticStatus.OK)
+        status.message = 'no checkpoint loaded' if self.localizer is None else \
+            'localizing' + (f'; problems in the last {PROBLEM_HOLD:.0f} s: {", ".join(recent)}' if recent else '')
         values = {
             'input_rate_hz': f'{(self.received - received) / elapsed:.2f}',
             'processed_rate_hz': f'{(self.processed - processed) / elapsed:.2f}',
@@ -321,39 +400,58 @@ class LocalizerNode(Node):
 
     # ---------------------------------------------------------------- map services
     def save_map(self) -> str:
+        """Write the map atomically (a failed or interrupted save leaves the previous file intact)."""
         if self.localizer is None or not self.p['map_save_path']:
             raise RuntimeError('no localizer or no map_save_path parameter')
         with self.model_lock:
             checkpoint = self.localizer.to_checkpoint()
         checkpoint.save(self.p['map_save_path'])
+        self.last_save = time.monotonic()
         return f'saved {len(checkpoint.places)} map frames to {self.p["map_save_path"]}'
+
+    def save_map_logged(self) -> bool:
+        try:
+            self.get_logger().info(self.save_map())
+            return True
+        except Exception as exc:
+            self.last_save = time.monotonic()
+            self._warn('map_save', f'map not saved: {exc}', error=True)
+            return False
 
     def on_save_map(self, request, response):
         try:
             response.message, response.success = self.save_map(), True
         except Exception as exc:
+            self._warn('map_save', f'map not saved: {exc}', error=True)
             response.message, response.success = f'save failed: {exc}', False
         return response
 
     def on_load_map(self, request, response):
+        """Replace the map with the one at map_save_path, if it was made with this checkpoint's model."""
         try:
             if self.localizer is None or not Path(self.p['map_save_path']).is_file():
                 raise RuntimeError(f'no localizer or no map at {self.p["map_save_path"]!r}')
-            places = load_checkpoint(self.p['map_save_path']).places
+            saved = load_checkpoint(self.p['map_save_path'])
             with self.model_lock:
-                self.localizer.load_map(places)
+                self.localizer.check_map(saved)
+                self.localizer.load_map(saved.places)
                 self.session.reset()
-            response.message, response.success = f'loaded {len(places)} map frames', True
+            response.message, response.success = f'loaded {len(saved.places)} map frames', True
         except Exception as exc:
+            self._warn('map_load', f'map not loaded: {exc}', error=True)
             response.message, response.success = f'load failed: {exc}', False
         return response
 
-    def shutdown(self) -> None:
-        with self.lock:
-            self.running = False
-            self.lock.notify_all()
+    def stop(self) -> None:
+        """Ask the worker to stop (signal-safe: no locks)."""
+        self.running = False
+
+    def shutdown(self) -> bool:
+        """Stop the worker; save an online map. False when that save failed."""
+        self.running = False
         if self.localizer is not None and self.p['map_save_path'] and self.p['map_mode'] == 'online':
-            self.get_logger().info(self.save_map())
+            return self.save_map_logged()
+        return True
 
 
 def _spin(executor) -> None:
@@ -364,29 +462,41 @@ def _spin(executor) -> None:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node, executor = None, SingleThreadedExecutor()
+    """Exit status: 0 after a clean stop (SIGINT, SIGTERM), 2 for an invalid parameter, 1 when the
+    online map could not be saved at shutdown."""
+    stopping: list[int] = []
+    node = None
+
+    def on_signal(number, frame) -> None:   # once or twice (Ctrl-C under ros2 launch): stop, never raise
+        stopping.append(number)
+        if node is not None:
+            node.stop()
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    executor = SingleThreadedExecutor()
     spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)
+    saved = True
     try:
         node = LocalizerNode()
         executor.add_node(node)
         spinner.start()
-        node.work()
-    except KeyboardInterrupt:
-        pass
+        if not stopping:
+            node.work()
+        saved = node.shutdown()
     except (ValueError, ParameterException) as exc:  # an invalid parameter value or type
         rclpy.logging.get_logger('deepseqslam_localizer').fatal(str(exc))
         return 2
     finally:
-        if node is not None:
-            node.shutdown()
         executor.shutdown()
         if spinner.is_alive():
             spinner.join(timeout=10)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if saved else 1
 
 
 if __name__ == '__main__':

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = 'deepseqslam_localizer'
@@ -71,11 +70,13 @@ class Client:
         qos = reliable if image_reliable else qos_profile_sensor_data
         self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, image_topic, qos)
         self.odom_pub = self.node.create_publisher(Odometry, odom_topic, QoSProfile(depth=50))
-        self.received = {k: [] for k in ('place', 'candidates', 'matched_pose', 'loop_closure', 'diagnostics')}
+        outputs = {'place': PointStamped, 'candidates': PointCloud, 'matched_pose': PoseWithCovarianceStamped,
+                   'loop_closure': TimeReference, 'loop_closure_offset': PoseWithCovarianceStamped}
+        self.received = {k: [] for k in (*outputs, 'initialpose', 'diagnostics')}
         self.arrivals = {k: [] for k in self.received}   # wall-clock time each message arrived
-        for name, kind in (('place', PointStamped), ('candidates', PointCloud),
-                           ('matched_pose', PoseWithCovarianceStamped), ('loop_closure', TimeReference)):
+        for name, kind in outputs.items():
             self.node.create_subscription(kind, f'/{NODE}/{name}', self._recorder(name), 100)
+        self.node.create_subscription(PoseWithCovarianceStamped, '/initialpose', self._recorder('initialpose'), 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 10)
 
     def _recorder(self, name: str):
@@ -140,8 +141,10 @@ class Client:
 
 def stamp_msg(seconds: float):
     from builtin_interfaces.msg import Time
-    sec = int(np.floor(seconds))
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+    from deepseqslam_ros.core import split_stamp
+    sec, nanosec = split_stamp(seconds)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def place_of(candidates_msg) -> int:

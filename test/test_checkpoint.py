@@ -1,3 +1,10 @@
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +53,54 @@ def test_mismatched_parts(small_checkpoint, tmp_path):
         load_checkpoint(tmp_path / 'bad2.pt')
     with pytest.raises(CheckpointError, match='trained on backbone'):
         Localizer(load_checkpoint(small_checkpoint), 'cpu', backbone=Backbone('mobilenet_v2', image_size=160))
+    localizer = Localizer(load_checkpoint(small_checkpoint), 'cpu')
+    other = load_checkpoint(small_checkpoint)
+    other.config = replace(other.config, seq_len=5)
+    with pytest.raises(CheckpointError, match='seq_len=5'):   # a map from another model: refused, with the reason
+        localizer.check_map(other)
+    other = load_checkpoint(small_checkpoint)
+    other.mean = other.mean + 1
+    with pytest.raises(CheckpointError, match='statistics'):
+        localizer.check_map(other)
+    localizer.check_map(load_checkpoint(small_checkpoint))
+
+
+KEEP_SAVING = '''
+import sys, torch
+from deepseqslam_ros.checkpoint import load_checkpoint
+ckpt = load_checkpoint(sys.argv[1])
+ckpt.places.descriptors = ckpt.places.descriptors.repeat(300, 1)   # ~90 MB: a save takes a while
+ckpt.places.names = ckpt.places.names * 300
+ckpt.places.stamps = ckpt.places.stamps.repeat(300)
+ckpt.places.positions = ckpt.places.positions.repeat(300, 1)
+print('ready', flush=True)
+while True:
+    ckpt.save(sys.argv[2])
+'''
+
+
+def test_a_save_killed_midway_leaves_a_whole_map(small_checkpoint, tmp_path):
+    """SIGKILL a process while it saves, again and again: the file is always a complete map."""
+    target = tmp_path / 'map.pt'
+    load_checkpoint(small_checkpoint).save(target)
+    rng = np.random.default_rng(0)
+    stale = 0
+    for _ in range(4):
+        saver = subprocess.Popen([sys.executable, '-c', KEEP_SAVING, str(small_checkpoint), str(target)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert saver.stdout.readline().strip() == 'ready'
+        time.sleep(rng.uniform(0.2, 1.5))
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+        stale += (tmp_path / '.map.pt.tmp').exists()   # killed inside a save
+        assert len(load_checkpoint(target).places) in (60, 18000)
+    assert stale >= 1
+
+
+def test_a_failed_save_keeps_the_previous_file_and_no_temp(small_checkpoint, tmp_path):
+    ckpt = load_checkpoint(small_checkpoint)
+    folder = tmp_path / 'a_folder.pt'
+    folder.mkdir()
+    with pytest.raises(OSError):
+        ckpt.save(folder)
+    assert not list(tmp_path.glob('.*tmp*')) and folder.is_dir()
