@@ -290,3 +290,43 @@ def test_diagnostics_recover_initial_pose_and_a_foreign_map_is_refused(small_che
         assert stop(node) == 0
     log = (tmp_path / 'node.log').read_text()
     assert '[dropped]' in log and '[map_load]' in log and 'Traceback' not in log
+
+
+@pytest.mark.slow
+def test_a_killed_node_restarts_from_its_saved_map(small_checkpoint, gp_root, tmp_path, client):
+    """SIGKILL mid-stream after an autosave; the restarted node, given the saved map, recognises the
+    places driven before the kill (day_left's first pass, day_right after the restart)."""
+    first, again = (load_traversal(gp_root / name, limit=60) for name in ('day_left', 'day_right'))
+    saved = tmp_path / 'map.pt'
+    options = dict(image_topic='/test/image', image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
+                   map_save_path=saved, map_autosave_period=1.0, loop_closure_gap=5.0, score_threshold=2.5)
+    node = start_localizer(tmp_path / 'first.log', checkpoint=small_checkpoint, **options)
+    try:
+        assert client.wait_ready(), (tmp_path / 'first.log').read_text()
+        for i in range(len(first)):
+            client.publish_image(T0 + 0.2 * i, rgb_to_image_fields(first.image(i)))
+            client.spin(0.05)
+        assert client.wait_for(lambda: int(client.diagnostics().get('frames_processed', 0)) >= 60, 120)
+        client.spin(2.5)   # an autosave after the last keyframe
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+    before = load_checkpoint(saved).places
+    assert len(before) >= 30
+    for received in client.received.values():
+        received.clear()
+    node = start_localizer(tmp_path / 'again.log', checkpoint=saved, **options)
+    try:
+        assert client.wait_ready(), (tmp_path / 'again.log').read_text()
+        for i in range(len(again)):
+            client.publish_image(T0 + 100 + 0.2 * i, rgb_to_image_fields(again.image(i)))
+            client.spin(0.05)
+        assert client.wait_for(lambda: int(client.diagnostics().get('frames_processed', 0)) >= 60, 120)
+    finally:
+        assert stop(node) == 0
+    answers = [m for m in client.received['place'] if m.point.x >= 0]
+    assert all(m.point.x < len(before) for m in answers)   # only places from before the kill are old enough
+    errors = [abs((_seconds(m.header.stamp) - T0 - 100) / 0.2 - (before.stamps[int(m.point.x)] - T0) / 0.2)
+              for m in answers]
+    assert len(errors) >= 20 and np.median(errors) <= 2, errors
+    assert len(client.received['loop_closure']) == 1
