@@ -124,3 +124,42 @@ def test_ros2_run_finds_the_executable(small_checkpoint, tmp_path):
     finally:
         stop(process)
         client.close()
+
+
+def _colcon() -> str | None:
+    venv = Path(sys.executable).parent / 'colcon'
+    return str(venv) if venv.exists() else shutil.which('colcon')
+
+
+@needs_ros2
+@pytest.mark.skipif(_colcon() is None, reason='no colcon (make venv installs it)')
+def test_colcon_build_then_launch_from_install(small_checkpoint, tmp_path):
+    """The ROS user's way: the package in a workspace's src/, `colcon build`, then `ros2 launch` from
+    its install/ (the executable colcon placed, not the venv's); Ctrl-C: exit 0, nothing 'died'."""
+    files = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    source = tmp_path / 'ws' / 'src' / 'deepseqslam_ros'
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    build = subprocess.run([_colcon(), 'build', '--base-paths', 'src'], cwd=tmp_path / 'ws', env=ros_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    install = tmp_path / 'ws' / 'install' / 'deepseqslam_ros'
+    executable = install / 'lib' / 'deepseqslam_ros' / 'localizer'
+    assert executable.is_file() and (install / 'share' / 'deepseqslam_ros' / 'launch' / 'localize.launch.py').is_file()
+    env = ros_env()
+    env['AMENT_PREFIX_PATH'] = f'{install}:{env.get("AMENT_PREFIX_PATH", sys.prefix)}'
+    env['PYTHONPATH'] = ':'.join([*map(str, install.glob('lib/python3*/site-packages')), env.get('PYTHONPATH', '')])
+    log = tmp_path / 'launch.log'
+    process = subprocess.Popen([_ros2(), 'launch', 'deepseqslam_ros', 'localize.launch.py',
+                                f'checkpoint:={small_checkpoint}', 'device:=cpu'], env=env, stdout=open(log, 'w'),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    client = Client()
+    try:
+        assert client.wait_ready(), log.read_text()
+        pid = int(re.search(r'process started with pid \[(\d+)\]', log.read_text()).group(1))
+        assert str(executable) in Path(f'/proc/{pid}/cmdline').read_text().replace('\0', ' ')
+    finally:
+        assert stop(process) == 0, log.read_text()
+        client.close()
+    assert 'Traceback' not in log.read_text() and 'has died' not in log.read_text(), log.read_text()
