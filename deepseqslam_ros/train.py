@@ -7,6 +7,7 @@ position offsets standing in for odometry drift. Runs on one process or under `t
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -30,7 +31,8 @@ from .traversal import DatasetMissingError, Traversal, load_traversal
 
 @dataclass
 class TrainConfig:
-    epochs: int = 300
+    epochs: int | None = None       # None: as many as `steps` takes (a budget independent of the map's size)
+    steps: int = 1000               # optimiser steps (batches) when epochs is None
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
@@ -41,12 +43,18 @@ class TrainConfig:
     save_every: int = 25            # epochs between checkpoints (resumable)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when started by torchrun."""
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this rank's device); joins the process group when started by torchrun.
+    On CUDA each rank uses GPU LOCAL_RANK (NCCL needs the device set before the group is made)."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world == 1:
+        return 0, 1, device
+    if device.type == 'cuda':
+        device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return dist.get_rank(), world, device
 
 
 def _windows(n_places: int, seq_len: int) -> torch.Tensor:
@@ -72,10 +80,7 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
     """Train on `reference` (an image folder, or the keyframes of a teach bag) and write the checkpoint
     to `out`; returns the checkpoint."""
     cfg = cfg or TrainConfig()
-    rank, world = _distributed()
-    dev = pick_device(device)
-    if dev.type == 'cuda' and world > 1:
-        dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+    rank, world, dev = _distributed(pick_device(device))
     if len(reference) <= seq_len:
         raise ValueError(f'reference {reference.name} has {len(reference)} frames; need more than seq_len={seq_len}')
     if isinstance(reference, TeachRun):
@@ -104,7 +109,8 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
         head.load_state_dict(previous.head)
         optimizer.load_state_dict(previous.training['optimizer'])
         start, history = previous.training['epoch'], previous.training['history']
-    model = DistributedDataParallel(head) if world > 1 else head
+    model = DistributedDataParallel(head, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else head
+    epochs = cfg.epochs or max(1, math.ceil(cfg.steps / math.ceil(model_cfg.n_places / cfg.batch_size)))
     windows = _windows(model_cfg.n_places, seq_len)
     normed_positions = None if positions is None else ((positions - center) / scale).to(dev)
     labels = torch.arange(model_cfg.n_places, device=dev)
@@ -121,11 +127,12 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
                           PlaceMap(frames.cpu(), None if positions is None else positions.double(),
                                    torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu()),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
-                           'train_top1_clean': accuracy, 'train_config': asdict(cfg)})
+                           'train_top1_clean': accuracy, 'train_config': asdict(cfg),
+                           'steps': epoch * math.ceil(model_cfg.n_places / cfg.batch_size)})
 
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.epochs), desc='train', unit='epoch', disable=None if progress and rank == 0 else True,
-               initial=start, total=cfg.epochs)
+    bar = tqdm(range(start, epochs), desc='train', unit='epoch', disable=None if progress and rank == 0 else True,
+               initial=start, total=epochs)
     for epoch in bar:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(model_cfg.n_places, generator=gen)
@@ -145,14 +152,14 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
             optimizer.step()
             total += float(loss.detach()) * len(batch) / world   # this rank's summed loss
             correct += int((logits.argmax(1) == labels[batch[mine]]).sum())
-        sums = torch.tensor([total, correct], dtype=torch.float64)
+        sums = torch.tensor([total, correct], dtype=torch.float64, device=dev)   # NCCL reduces device tensors
         if world > 1:
             dist.all_reduce(sums)
         history.append({'epoch': epoch + 1, 'loss': float(sums[0]) / len(order), 'top1': float(sums[1]) / len(order)})
         bar.set_postfix(loss=f'{history[-1]["loss"]:.3f}', top1=f'{history[-1]["top1"]:.2f}')
-        if rank == 0 and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < cfg.epochs:
+        if rank == 0 and (epoch + 1) % cfg.save_every == 0 and epoch + 1 < epochs:
             checkpoint(epoch + 1).save(out)
-    result = checkpoint(cfg.epochs)
+    result = checkpoint(epochs)
     if rank == 0:
         result.save(out)
     if world > 1:
@@ -179,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='global average, or global + left/centre/right thirds (default)')
     parser.add_argument('--seq-len', type=int, default=10)
     parser.add_argument('--cell', choices=('lstm', 'gru'), default='lstm')
-    parser.add_argument('--epochs', type=int, default=TrainConfig.epochs)
+    parser.add_argument('--steps', type=int, default=TrainConfig.steps,
+                        help='optimiser steps (batches), whatever the map size (default %(default)s)')
+    parser.add_argument('--epochs', type=int, help='train this many epochs instead of --steps (the paper: 100-300)')
     parser.add_argument('--batch-size', type=int, default=TrainConfig.batch_size)
     parser.add_argument('--lr', type=float, default=TrainConfig.lr)
     parser.add_argument('--seed', type=int, default=0)
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reference = load_traversal(args.reference, args.reference_positions, args.max_frames)
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
-                     TrainConfig(args.epochs, args.batch_size, args.lr, args.seed),
+                     TrainConfig(args.epochs, args.steps, args.batch_size, args.lr, args.seed),
                      args.device, args.resume)
     except (BagError, DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
         print(f'deepseqslam-train: error: {exc}', file=sys.stderr)
@@ -206,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'trained {ckpt.config.cell.upper()} head on {reference.name}: {len(reference)} frames, '
           f'{ckpt.config.n_places} places, seq_len {ckpt.config.seq_len}, backbone {backbone.name} '
           f'({backbone.weights.source}), positions {"yes" if ckpt.config.use_positions else "no"}; '
-          f'{ckpt.training["epoch"]} epochs in {ckpt.training["seconds"]:.1f} s, final loss '
+          f'{ckpt.training["epoch"]} epochs ({ckpt.training["steps"]} steps) in {ckpt.training["seconds"]:.1f} s, '
+          f'final loss '
           f'{last.get("loss", float("nan")):.4f}, clean train top1 {ckpt.training["train_top1_clean"]:.3f} '
           f'-> {args.out}')
     return 0

@@ -330,3 +330,23 @@ def test_a_killed_node_restarts_from_its_saved_map(small_checkpoint, gp_root, tm
               for m in answers]
     assert len(errors) >= 20 and np.median(errors) <= 2, errors
     assert len(client.received['loop_closure']) == 1
+
+
+@pytest.mark.slow
+def test_soak_benchmark_short(small_checkpoint, tmp_path):
+    """benchmarks/bench_soak.py for a minute at 30 Hz (the README reports 30 minutes): it runs, the node
+    answers and stops cleanly, its memory stays bounded."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_soak.py'
+    done = subprocess.run([sys.executable, str(script), '--minutes', '1', '--period', '15', '--checkpoint',
+                           str(small_checkpoint), '--json', str(tmp_path / 'soak.json')],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / 'soak.json').read_text())
+    rows = report['rows']
+    assert report['exit'] == 0 and len(rows) >= 3
+    assert 0 < rows[-1]['processed'] <= rows[-1]['published'] and rows[-1]['answers'] > 0   # speed: the README
+    assert rows[-1]['rss_mb'] < 1.2 * rows[1]['rss_mb']

@@ -48,6 +48,13 @@ def test_resume_continues_to_the_same_weights(tmp_path, gp_root, backbone):
         assert torch.allclose(tensor, resumed.head[name], atol=1e-6), name
 
 
+def test_a_step_budget_sets_the_epochs(tmp_path, gp_root, backbone):
+    reference = load_traversal(gp_root / 'day_left', limit=21)   # 16 places: 2 batches of 8 per epoch
+    ckpt = train(reference, tmp_path / 's.pt', backbone, 5, cfg=TrainConfig(steps=5, batch_size=8), device='cpu',
+                 progress=False)
+    assert ckpt.training['epoch'] == 3 and ckpt.training['steps'] == 6 and len(ckpt.training['history']) == 3
+
+
 def test_gru_cell_trains_and_localizes(tmp_path, gp_root, backbone):
     from deepseqslam_ros.core import Localizer, MatchConfig
     from deepseqslam_ros.descriptors import describe_traversal
