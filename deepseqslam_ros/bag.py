@@ -295,12 +295,17 @@ def replay_live(contents: BagContents, rate_factor: float, node_name: str, image
             while (wait := due - time.monotonic()) > 0:
                 rclpy.spin_once(node, timeout_sec=min(wait, 0.01))
             (camera if kind else odom).publish(raw)
-        quiet = time.monotonic()
-        while time.monotonic() - quiet < 2.5:   # drain: until the node has been silent for 2.5 s
-            count = len(answers)
+        target, last, moved = before + len(contents.frames), -1, time.monotonic()
+        while time.monotonic() - moved < 5.0:   # drain: until every frame is processed, or none for 5 s
             rclpy.spin_once(node, timeout_sec=0.1)
-            if len(answers) != count:
-                quiet = time.monotonic()
+            done = int(diagnostics.get('frames_processed', 0))
+            if done != last:
+                last, moved = done, time.monotonic()
+            if done >= target:
+                break
+        end = time.monotonic() + 1.0   # the answers of the last frames are published after they are counted
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
         if record:
             writer = Writer(Path(record), version=9, storage_plugin=StoragePlugin.MCAP)
             with writer:

@@ -299,7 +299,7 @@ def test_a_killed_node_restarts_from_its_saved_map(small_checkpoint, gp_root, tm
     first, again = (load_traversal(gp_root / name, limit=60) for name in ('day_left', 'day_right'))
     saved = tmp_path / 'map.pt'
     options = dict(image_topic='/test/image', image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
-                   map_save_path=saved, map_autosave_period=1.0, loop_closure_gap=5.0, score_threshold=2.5)
+                   map_save_path=saved, map_autosave_period=1.0, loop_closure_gap=20.0, score_threshold=2.5)
     node = start_localizer(tmp_path / 'first.log', checkpoint=small_checkpoint, **options)
     try:
         assert client.wait_ready(), (tmp_path / 'first.log').read_text()
@@ -325,11 +325,11 @@ def test_a_killed_node_restarts_from_its_saved_map(small_checkpoint, gp_root, tm
     finally:
         assert stop(node) == 0
     answers = [m for m in client.received['place'] if m.point.x >= 0]
-    assert all(m.point.x < len(before) for m in answers)   # only places from before the kill are old enough
+    assert all(m.point.x < len(before) for m in answers)   # places of this pass (12 s) are too young to match
     errors = [abs((_seconds(m.header.stamp) - T0 - 100) / 0.2 - (before.stamps[int(m.point.x)] - T0) / 0.2)
               for m in answers]
     assert len(errors) >= 20 and np.median(errors) <= 2, errors
-    assert len(client.received['loop_closure']) == 1
+    assert 1 <= len(client.received['loop_closure']) <= 3   # per revisit (a gap of seq_len weak answers ends one)
 
 
 @pytest.mark.slow
