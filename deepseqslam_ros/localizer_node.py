@@ -472,7 +472,12 @@ def main(args=None) -> int:
         if node is not None:
             node.stop()
 
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:   # rcl cannot parse the command line, e.g. `-p map_save_path:=`
+        print(f'[FATAL] [deepseqslam_localizer]: invalid ROS arguments: {str(exc).split(", at ")[0]} '
+              '(an empty string value is written -p name:="\'\'")', file=sys.stderr)
+        return 2
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     executor = SingleThreadedExecutor()
     spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)

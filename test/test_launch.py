@@ -60,17 +60,18 @@ def _ros2() -> str | None:
 needs_ros2 = pytest.mark.skipif(_ros2() is None, reason='no ros2 command (install ../shared/wheels or ROS 2)')
 
 
-def _param(name: str) -> str:
-    """`ros2 param get` as a user runs it; retried while its fresh DDS participant has not yet
-    discovered the node (seconds on a loaded machine), for up to a minute."""
+def _param(name: str, value: str | None = None) -> str:
+    """`ros2 param get` (or `set` with a value) as a user runs it; retried while its fresh DDS
+    participant has not yet discovered the node (seconds on a loaded machine), for up to a minute."""
     deadline = time.monotonic() + 60
+    command = [_ros2(), 'param', 'get' if value is None else 'set', '--no-daemon', '--spin-time', '5',
+               '/deepseqslam_localizer', name, *([] if value is None else [value])]
     while True:
-        done = subprocess.run([_ros2(), 'param', 'get', '--no-daemon', '--spin-time', '5', '/deepseqslam_localizer',
-                               name], env=ros_env(), capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, env=ros_env(), capture_output=True, text=True, timeout=60)
         if done.returncode == 0 or 'Node not found' not in done.stderr or time.monotonic() > deadline:
             break
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip()
+    assert done.returncode == 0 or value is not None, done.stdout + done.stderr
+    return (done.stdout + done.stderr).strip()
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
@@ -102,6 +103,9 @@ def test_ros2_launch_params_file_and_arguments(small_checkpoint, gp_root, tmp_pa
     try:
         assert client.wait_ready(), (tmp_path / 'argument.log').read_text()
         assert '/test/image' in _param('image_topic') and '4.5' in _param('score_threshold')
+        assert 'successful' in _param('top_k', '3') and 'Integer value is: 3' in _param('top_k')
+        refused = _param('image_topic', '/elsewhere')
+        assert 'read-only' in refused and '/test/image' in _param('image_topic'), refused
         frames = load_traversal(gp_root / 'day_left', limit=20)
         for i in range(len(frames)):
             client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))

@@ -126,6 +126,10 @@ def test_invalid_parameter_is_a_clear_exit(tmp_path):
     assert node.wait(timeout=60) == 2
     log = (tmp_path / 'node.log').read_text()
     assert 'map_mode' in log and "'localize', 'online'" in log and 'Traceback' not in log
+    node = start_localizer(tmp_path / 'empty.log', map_save_path='')   # `-p map_save_path:=`: rcl cannot parse it
+    assert node.wait(timeout=60) == 2
+    log = (tmp_path / 'empty.log').read_text()
+    assert 'map_save_path' in log and 'Traceback' not in log, log
     for name, value in (('score_threshold', '3'), ('diagnostics_period', '0.0'), ('min_speed', '3.0'),
                         ('image_topic', "'bad topic'"), ('odom_topic', '/odom/'), ('device', 'gpu0'),
                         ('map_save_path', tmp_path)):   # online: a folder is not a file
