@@ -4,11 +4,15 @@ import pytest
 import torch
 
 from deepseqslam_ros.checkpoint import load_checkpoint
-from deepseqslam_ros.core import Frame, Localizer, MatchConfig, teach_keyframes
+from deepseqslam_ros.core import Frame, Localizer, MatchConfig, split_stamp, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.train import _windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
 from deepseqslam_ros.warps import describe_run, make_run
+
+
+def test_split_stamp_carries_nanoseconds():
+    assert split_stamp(1004.999999999998) == (1005, 0) and split_stamp(12.25) == (12, 250_000_000)
 
 
 def test_windows_are_places():

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from deepseqslam_ros.checkpoint import load_checkpoint
 from deepseqslam_ros.core import MatchConfig
@@ -153,13 +154,26 @@ def test_missing_checkpoint_keeps_running_and_reports(tmp_path, client):
         assert stop(node) == 0
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has a GPU')
+def test_a_missing_gpu_is_a_device_problem_not_a_checkpoint_one(small_checkpoint, tmp_path, client):
+    node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, device='cuda')
+    try:
+        assert client.wait_ready(), (tmp_path / 'node.log').read_text()
+        diagnostics = client.diagnostics()
+        assert diagnostics['problem_device'] == '1' and diagnostics['problem_checkpoint'] == '0'
+        assert diagnostics['_level'] == b'\x02' and node.poll() is None
+        assert '-p device:=cpu' in (tmp_path / 'node.log').read_text()
+    finally:
+        assert stop(node) == 0
+
+
 def test_runtime_parameters_apply_and_others_are_read_only(small_checkpoint, gp_root, tmp_path, client):
     """`ros2 param set` (a parameter client over DDS): runtime parameters are validated and used from
     the next frame on; the others are read-only and refused with a reason."""
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
     node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
-                           image_qos='reliable', device='cpu')
+                           image_qos='reliable', device='cpu', precision='float16')   # on a CPU: float32
     parameters = AsyncParameterClient(client.node, '/deepseqslam_localizer')
 
     def set_parameter(name, value):
@@ -182,6 +196,7 @@ def test_runtime_parameters_apply_and_others_are_read_only(small_checkpoint, gp_
         assert not client.received['matched_pose']
     finally:
         assert stop(node) == 0
+    assert 'using float32' in (tmp_path / 'node.log').read_text()
 
 
 @pytest.mark.slow
