@@ -177,15 +177,16 @@ ROSDEP_KEYS = {'torch': 'python3-torch', 'torchvision': 'python3-torchvision', '
 
 def _imports(folders: list[str]) -> set[str]:
     """Top-level modules the Python files under `folders` import, minus the standard library and ourselves."""
-    names = set()
+    names, local = set(), set()
     for folder in folders:
         for path in (ROOT / folder).rglob('*.py'):
+            local.add(path.stem)   # a script importing its neighbour (bench_soak imports bench_node)
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names |= {alias.name.split('.')[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0:
                     names.add(node.module.split('.')[0])
-    return names - set(sys.stdlib_module_names) - {'deepseqslam_ros', 'ros_harness', '__future__'}
+    return names - set(sys.stdlib_module_names) - local - {'deepseqslam_ros', '__future__'}
 
 
 def test_package_xml_lists_what_the_code_imports():
