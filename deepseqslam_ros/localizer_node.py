@@ -478,7 +478,8 @@ def main(args=None) -> int:
         print(f'[FATAL] [deepseqslam_localizer]: invalid ROS arguments: {str(exc).split(", at ")[0]} '
               '(an empty string value is written -p name:="\'\'")', file=sys.stderr)
         return 2
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for number in (signal.SIGINT, signal.SIGTERM):   # kept until the process exits: a late second Ctrl-C too
+        signal.signal(number, on_signal)
     executor = SingleThreadedExecutor()
     spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)
     saved = True
@@ -499,8 +500,6 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0 if saved else 1
 
 

@@ -133,7 +133,7 @@ def test_invalid_parameter_is_a_clear_exit(tmp_path):
     assert 'map_save_path' in log and 'Traceback' not in log, log
     for name, value in (('score_threshold', '3'), ('diagnostics_period', '0.0'), ('min_speed', '3.0'),
                         ('image_topic', "'bad topic'"), ('odom_topic', '/odom/'), ('device', 'gpu0'),
-                        ('map_save_path', tmp_path)):   # online: a folder is not a file
+                        ('batch_size', 'abc'), ('map_save_path', tmp_path)):   # online: a folder is not a file
         node = start_localizer(tmp_path / f'{name}.log', map_mode='online', **{name: value})   # wrong type, or invalid
         assert node.wait(timeout=60) == 2
         log = (tmp_path / f'{name}.log').read_text()
