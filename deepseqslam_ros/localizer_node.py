@@ -346,16 +346,19 @@ class LocalizerNode(Node):
                 offset.pose.covariance = self._covariance()
                 self.pub_loop_offset.publish(offset)
 
+    def _spacing(self) -> float:
+        """The map's median frame spacing (1 when the map has no positions)."""
+        return self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
+
     def _covariance(self) -> list[float]:
         """Position within two map spacings; heading unknown."""
-        spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
         covariance = [0.0] * 36
-        covariance[0] = covariance[7] = (2 * spacing) ** 2
+        covariance[0] = covariance[7] = (2 * self._spacing()) ** 2
         covariance[35] = np.pi ** 2
         return covariance
 
     def _markers(self, header, result: Recognition, xy) -> MarkerArray:
-        spacing = self.localizer.spacing if np.isfinite(self.localizer.spacing) else 1.0
+        spacing = self._spacing()
         sphere, text = Marker(), Marker()
         for marker, kind, mid in ((sphere, Marker.SPHERE, 0), (text, Marker.TEXT_VIEW_FACING, 1)):
             marker.header.stamp, marker.header.frame_id = header.stamp, self.p['map_frame']
@@ -414,7 +417,7 @@ class LocalizerNode(Node):
             self.get_logger().info(self.save_map())
             return True
         except Exception as exc:
-            self.last_save = time.monotonic()
+            self.last_save = time.monotonic()   # the next autosave try is a period later, not the next batch
             self._warn('map_save', f'map not saved: {exc}', error=True)
             return False
 
@@ -448,7 +451,7 @@ class LocalizerNode(Node):
 
     def shutdown(self) -> bool:
         """Stop the worker; save an online map. False when that save failed."""
-        self.running = False
+        self.stop()
         if self.localizer is not None and self.p['map_save_path'] and self.p['map_mode'] == 'online':
             return self.save_map_logged()
         return True

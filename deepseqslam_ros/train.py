@@ -110,7 +110,8 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
         optimizer.load_state_dict(previous.training['optimizer'])
         start, history = previous.training['epoch'], previous.training['history']
     model = DistributedDataParallel(head, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else head
-    epochs = cfg.epochs or max(1, math.ceil(cfg.steps / math.ceil(model_cfg.n_places / cfg.batch_size)))
+    batches = math.ceil(model_cfg.n_places / cfg.batch_size)   # optimiser steps per epoch
+    epochs = cfg.epochs or max(1, math.ceil(cfg.steps / batches))
     windows = _windows(model_cfg.n_places, seq_len)
     normed_positions = None if positions is None else ((positions - center) / scale).to(dev)
     labels = torch.arange(model_cfg.n_places, device=dev)
@@ -128,7 +129,7 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
                                    torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu()),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
                            'train_top1_clean': accuracy, 'train_config': asdict(cfg),
-                           'steps': epoch * math.ceil(model_cfg.n_places / cfg.batch_size)})
+                           'steps': epoch * batches})
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, epochs), desc='train', unit='epoch', disable=None if progress and rank == 0 else True,
