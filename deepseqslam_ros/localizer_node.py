@@ -481,7 +481,7 @@ def main(args=None) -> int:
         print(f'[FATAL] [deepseqslam_localizer]: invalid ROS arguments: {str(exc).split(", at ")[0]} '
               '(an empty string value is written -p name:="\'\'")', file=sys.stderr)
         return 2
-    for number in (signal.SIGINT, signal.SIGTERM):   # kept until the process exits: a late second Ctrl-C too
+    for number in (signal.SIGINT, signal.SIGTERM):   # a late second Ctrl-C stops, never raises
         signal.signal(number, on_signal)
     executor = SingleThreadedExecutor()
     spinner = threading.Thread(target=_spin, args=(executor,), name='rclpy-executor', daemon=True)
@@ -503,6 +503,8 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for number in (signal.SIGINT, signal.SIGTERM):   # Python's finalization would restore SIG_DFL: exit -2
+            signal.signal(number, signal.SIG_IGN)
     return 0 if saved else 1
 
 
