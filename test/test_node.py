@@ -240,7 +240,8 @@ def _seconds(stamp):
 
 def test_signals_stop_cleanly_and_the_online_map_is_saved(small_checkpoint, gp_root, tmp_path, client):
     """Ctrl-C held down (ros2 launch and the terminal each deliver one), then SIGTERM repeated on a restart
-    from the saved map: exit 0 whenever a signal lands, no traceback, the map saved whole. Places of a vision-only map have no pose: NaN candidate points."""
+    from the saved map: exit 0 whenever a signal lands, no traceback, the map saved whole. Places of a
+    vision-only map have no pose: NaN candidate points."""
     frames = load_traversal(gp_root / 'day_left', limit=30)
     saved = tmp_path / 'map.pt'
     for run, number in enumerate((signal.SIGINT, signal.SIGTERM)):
