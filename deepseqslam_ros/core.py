@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
+from .index import PlaceIndex, Rows
 from .model import Standardiser, head_input
 
 
@@ -58,13 +59,16 @@ class MatchConfig:
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
+    retrieval_limit: int = 20000     # maps with more frames verify only the places the index retrieves
+    retrieval_k: int = 25            # map frames retrieved per keyframe (and best places carried over)
+    retrieval_dim: int = 256         # size of the index's compact descriptors
 
     def __post_init__(self):
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
-            raise ValueError('top_k must be >= 1; keyframe_distance and keyframe_change >= 0')
+        if self.top_k < 1 or self.retrieval_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
+            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance and keyframe_change >= 0')
 
     @property
     def speeds(self) -> np.ndarray:
@@ -108,25 +112,39 @@ def split_stamp(seconds: float) -> tuple[int, int]:
     return nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000
 
 
-def zscore(x: torch.Tensor) -> torch.Tensor:
-    """z-score over the finite entries; -inf stays -inf."""
+def zscore(x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+    """z-score against the finite entries (of the `background` ones, if given); -inf stays -inf."""
     finite = torch.isfinite(x)
-    if int(finite.sum()) < 2:
+    values = x[finite if background is None else finite & background]
+    if len(values) < 2:
         return torch.where(finite, torch.zeros_like(x), x)
-    values = x[finite]
     return torch.where(finite, (x - values.mean()) / values.std().clamp_min(1e-6), x)
 
 
-def fractional_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """rows (L, N), index (L, M) fractional map frames -> (L, M) linearly interpolated; -inf outside."""
-    n = rows.shape[1]
+def fractional_rows(rows: torch.Tensor, index: torch.Tensor, columns: torch.Tensor | None = None,
+                    n: int | None = None) -> torch.Tensor:
+    """rows (L, M) of values at map frames `columns` (sorted; None: all n = M frames), index (L, K)
+    fractional map frames -> (L, K) linearly interpolated; -inf outside the map or the columns."""
+    n = rows.shape[1] if columns is None else n
     inside = (index >= -0.5) & (index <= n - 0.5)
     index = index.clamp(0, n - 1)
     lo = index.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
     a = index - lo
+    if columns is not None:
+        at = [torch.searchsorted(columns, i).clamp(max=max(len(columns) - 1, 0)) for i in (lo, hi)]
+        inside &= (columns[at[0]] == lo) & ((columns[at[1]] == hi) | (a == 0)) if len(columns) else False
+        lo, hi = at
     value = rows.gather(1, lo) * (1 - a) + rows.gather(1, hi) * a
     return torch.where(inside, value, torch.full_like(value, -math.inf))
+
+
+def spans(starts: torch.Tensor, stops: torch.Tensor, n: int) -> torch.Tensor:
+    """Sorted unique integers of the ranges [start, stop] clipped to 0..n-1."""
+    starts, stops = starts.long().clamp(0, n - 1), stops.long().clamp(0, n - 1)
+    width = int((stops - starts).max()) + 1 if len(starts) else 0
+    values = starts[:, None] + torch.arange(width)
+    return torch.unique(values[values <= stops[:, None]])
 
 
 class Keyframer:
@@ -239,16 +257,30 @@ class Localizer:
         positions = places.positions
         if positions is None and self.online:
             positions = torch.full((len(places), 2), math.nan, dtype=torch.float64)
-        self._map = {'descriptors': _Rows(places.descriptors.float().to(self.device)),
-                     'positions': None if positions is None else _Rows(positions.double()),
-                     'stamps': _Rows(places.stamps.double()), 'embeddings': _Rows(places.embeddings.float())}
+        self._map = {'descriptors': Rows(places.descriptors.float().to(self.device)),
+                     'positions': None if positions is None else Rows(positions.double()),
+                     'stamps': Rows(places.stamps.double()), 'embeddings': Rows(places.embeddings.float())}
         self.map_names = list(places.names)
         self._distance: tuple[int, torch.Tensor | None] = (-1, None)
+        self._index: PlaceIndex | None = None
         self._statistics()
 
     map_descriptors = property(lambda self: self._map['descriptors'].values, doc='(N, D) standardised, unit norm')
     map_stamps = property(lambda self: self._map['stamps'].values, doc='(N,) seconds')
     map_embeddings = property(lambda self: self._map['embeddings'].values, doc='(N or n_places, hidden)')
+
+    @property
+    def retrieval(self) -> bool:
+        """Whether sequences are verified only at the places the index retrieves (a big map)."""
+        return len(self.map_names) > self.match.retrieval_limit
+
+    @property
+    def index(self) -> PlaceIndex:
+        """The place index over the map frames, built on first use and grown with the map."""
+        if self._index is None:
+            self._index = PlaceIndex(self.cfg.descriptor_dim, self.match.retrieval_dim)
+            self._index.add(self.map_descriptors)
+        return self._index
 
     @property
     def map_positions(self) -> torch.Tensor | None:
@@ -327,6 +359,8 @@ class Localizer:
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
         self._map['embeddings'].append(torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu())
         self.map_names.append(f'online/{stamp:.3f}')
+        if self._index is not None:
+            self._index.add(standardised[None])
         if len(self.map_names) in (2, 8) or len(self.map_names) % 64 == 0:   # medians, refreshed as the map grows
             self._statistics()
 
@@ -343,30 +377,15 @@ class Localizer:
         return self.session().run(descriptors, positions, stamps)
 
 
-class _Rows:
-    """A tensor that grows by rows with amortised doubling; `values` views the rows so far."""
-
-    def __init__(self, values: torch.Tensor):
-        self.buffer, self.n = values, len(values)
-
-    @property
-    def values(self) -> torch.Tensor:
-        return self.buffer[:self.n]
-
-    def append(self, row: torch.Tensor) -> None:
-        if self.n == len(self.buffer):
-            extra = self.buffer.new_empty((max(64, self.n), *self.buffer.shape[1:]))
-            self.buffer = torch.cat([self.buffer, extra])
-        self.buffer[self.n] = row
-        self.n += 1
-
-
 @dataclass
 class _Keyframe:
     standardised: torch.Tensor   # (D,)
-    row: torch.Tensor            # (N,) similarity to the map frames known when it was taken
     distance: float | None       # odometry distance travelled since the session started
     position: torch.Tensor | None  # normalised position for the LSTM head
+    stamp: float
+    row: torch.Tensor | None = None       # (N,) similarity to the map frames (whole-map matching)
+    compact: torch.Tensor | None = None   # the index's compact descriptor (retrieval)
+    hits: torch.Tensor | None = None      # map frames the index retrieved for it
 
 
 class Session:
@@ -392,8 +411,10 @@ class Session:
         self.last_stamp = -math.inf
         self.last_position: np.ndarray | None = None
         self.xy: np.ndarray | None = None             # odometry of the latest frame
-        self.trajectory: torch.Tensor | None = None   # (trajectories, N) z-scores averaged along each
+        self.trajectory: torch.Tensor | None = None   # (trajectories, places) z-scores averaged along each
+        self.trajectory_ends: torch.Tensor | None = None   # its places (map frames); None: all of them
         self.trajectory_weight = 0.0
+        self.random = torch.Generator().manual_seed(0)   # background places of a retrieval
         self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
@@ -465,7 +486,7 @@ class Session:
         normed = None if xy is None else (torch.as_tensor(xy, device=loc.device).float() - loc.position_center) \
             / loc.position_scale
         travelled = None if step is None or self.keyframer.stuck else self.keyframer.odometer
-        self.window.append(_Keyframe(standardised, loc.map_descriptors @ standardised, travelled, normed))
+        self.window.append(_Keyframe(standardised, travelled, normed, stamp))
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
@@ -504,69 +525,127 @@ class Session:
         loc = self.loc
         n = len(loc.map_descriptors)
         for k in self.window:
-            if len(k.row) < n:
+            if k.row is None:
+                k.row = loc.map_descriptors @ k.standardised
+            elif len(k.row) < n:
                 k.row = torch.cat([k.row, loc.map_descriptors[len(k.row):] @ k.standardised])
         return torch.stack([k.row for k in self.window])
 
-    def _sequence_scores(self, stamp: float) -> tuple[torch.Tensor, str, float]:
-        """(N,) scores of the window laid on the map ending at each candidate map frame (online maps:
-        frames at least min_age old; -inf elsewhere), for the best trajectory hypothesis: an odometry
-        scale when every keyframe of the window has odometry, else a relative speed."""
+    def _retrieved(self, hypotheses: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+                   n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(places to verify, which of them are background): the ends of windows that lay each keyframe
+        on one of its retrieved map frames under some hypothesis, the best places of the last keyframe
+        moved on by one keyframe, and random places whose scores are the z-score background."""
+        loc, match = self.loc, self.loc.match
+        ranges = []
+        for back, k in enumerate(reversed(self.window)):
+            if k.hits is None:
+                k.compact = loc.index.project(k.standardised)
+                limit = int(torch.searchsorted(loc.map_stamps, k.stamp - match.min_age, right=True)) \
+                    if loc.online else None
+                k.hits = loc.index.search(k.compact, match.retrieval_k, limit)
+            ranges.append(hypotheses(k.hits, back))
+        if self.trajectory is not None and self.trajectory_ends is not None:
+            best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
+                min(match.retrieval_k, self.trajectory.shape[1])).indices
+            ranges.append(hypotheses(self.trajectory_ends[best], -1))
+        candidates = spans(torch.cat([r[0] for r in ranges]), torch.cat([r[1] for r in ranges]), n)
+        background = torch.randint(0, n, (512,), generator=self.random)
+        ends = torch.unique(torch.cat([candidates, background]))
+        return ends, torch.isin(ends, background)
+
+    def _sequence_scores(self, stamp: float) -> tuple[torch.Tensor, torch.Tensor | None, str, float]:
+        """(scores, their places or None for all N map frames, alignment, speed): the scores of the
+        window laid on the map ending at each place (online maps: places at least min_age old; -inf
+        elsewhere), for the best trajectory hypothesis: an odometry scale when every keyframe of the
+        window has odometry, else a relative speed. Small maps are scored at every place; a map past
+        retrieval_limit only where the index's retrievals put the window."""
         loc, match, length = self.loc, self.loc.match, self.loc.cfg.seq_len
-        rows = self._rows().double()                                                     # (L, N)
-        ends = torch.arange(rows.shape[1], dtype=torch.float64)
+        n = len(loc.map_names)
         distances = [k.distance for k in self.window]
-        if loc.map_distance is not None and None not in distances and len(loc.map_distance) == rows.shape[1]:
+        cum = loc.map_distance
+        if cum is not None and None not in distances and len(cum) == n:
             scales = torch.as_tensor(match.odometry_scales)                                # (H,)
             back = torch.tensor([distances[-1] - d for d in distances], dtype=torch.float64)  # (L,) odometry units
-            index = self._frames_back(scales[:, None] * back)                              # (H, L, N)
-            previous = self._frames_back(scales[:, None] * (distances[-1] - distances[-2]))[:, 0]   # (H, N)
+            step = distances[-1] - distances[-2]
             speeds, alignment, memory = scales * float(back[0]) / max(length - 1, 1) / loc.spacing, \
                 'odometry', match.odometry_memory
-        else:
-            speeds = torch.as_tensor(match.speeds)                                         # (H,)
-            index = ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None]   # (H, L, N)
-            previous, alignment, memory = ends - speeds[:, None], 'vision', match.speed_memory
-        laid = torch.stack([fractional_rows(rows, i.to(rows.device)).mean(0) for i in index])   # (H, N)
-        scores = torch.stack([zscore(self._candidates(row, stamp)) for row in laid])
-        scores = self._along_trajectories(scores, previous.to(rows.device), memory)
-        choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
-        return scores[choice].float(), alignment, float(speeds[choice])
 
-    def _frames_back(self, back: torch.Tensor) -> torch.Tensor:
-        """back (..., K) distances -> (..., K, N) fractional map frame that far before each map frame
-        along the map (-1 before its start)."""
+            def hypotheses(hits, keyframes_back):   # ends whose window lays this keyframe on a hit
+                travel = float(back[-1 - keyframes_back]) if keyframes_back >= 0 else step
+                target = cum[hits][None] + travel * torch.tensor([scales[0], scales[-1]], dtype=torch.float64)[:, None]
+                return torch.searchsorted(cum, target[0]) - 1, torch.searchsorted(cum, target[1]) + 1
+
+            def lay(ends):
+                return self._frames_back(scales[:, None] * back, ends), \
+                    self._frames_back(scales[:, None] * step, ends)[:, 0]                 # (H, L, E), (H, E)
+        else:
+            speeds, alignment, memory = torch.as_tensor(match.speeds), 'vision', match.speed_memory
+
+            def hypotheses(hits, keyframes_back):
+                if keyframes_back < 0:   # a place of the last keyframe, moved on by one keyframe
+                    return hits + math.floor(match.min_speed), hits + math.ceil(match.max_speed)
+                return hits + math.floor(keyframes_back * match.min_speed) - 1, \
+                    hits + math.ceil(keyframes_back * match.max_speed) + 1
+
+            def lay(ends):
+                ends = ends.double()
+                return ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None], ends - speeds[:, None]
+        if loc.retrieval:
+            ends, background = self._retrieved(hypotheses, n)
+            index, previous = lay(ends)
+            columns = torch.unique(torch.cat([index.clamp(0, n - 1).floor().long().ravel(),
+                                              index.clamp(0, n - 1).ceil().long().ravel()]))
+            compact = torch.stack([k.compact for k in self.window])                         # (L, d)
+            rows = (compact @ loc.index.compact.values[columns].float().T).double()        # (L, C)
+        else:
+            ends, background, columns = None, None, None
+            index, previous = lay(torch.arange(n))
+            rows = self._rows().double()                                                   # (L, N)
+        laid = torch.stack([fractional_rows(rows, i.to(rows.device), columns, n).mean(0) for i in index])   # (H, E)
+        scores = torch.stack([zscore(self._candidates(row, ends, stamp), background) for row in laid])
+        scores = self._along_trajectories(scores, ends, previous.to(rows.device), memory, n)
+        choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
+        return scores[choice].float(), ends, alignment, float(speeds[choice])
+
+    def _frames_back(self, back: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """back (..., K) distances -> (..., K, E) fractional map frame that far before each map frame
+        `ends` along the map (-1 before its start)."""
         cum = self.loc.map_distance
-        target = cum - back[..., None]
+        target = cum[ends] - back[..., None]
         index = torch.from_numpy(np.interp(target.numpy().ravel(), cum.numpy(), np.arange(len(cum))))
         index = index.reshape(target.shape)
         return index.masked_fill(target < -0.5 * self.loc.spacing, -1.0)
 
-    def _candidates(self, scores: torch.Tensor, stamp: float) -> torch.Tensor:
+    def _candidates(self, scores: torch.Tensor, ends: torch.Tensor | None, stamp: float) -> torch.Tensor:
         """Online maps: only places at least min_age old may be revisited (-inf for the others)."""
         if not self.loc.online:
             return scores
-        young = self.loc.map_stamps[:len(scores)].to(scores.device) > stamp - self.loc.match.min_age
-        return scores.masked_fill(young, -math.inf)
+        stamps = self.loc.map_stamps[:len(scores)] if ends is None else self.loc.map_stamps[ends]
+        return scores.masked_fill(stamps.to(scores.device) > stamp - self.loc.match.min_age, -math.inf)
 
-    def _along_trajectories(self, scores: torch.Tensor, previous: torch.Tensor, memory: float) -> torch.Tensor:
+    def _along_trajectories(self, scores: torch.Tensor, ends: torch.Tensor | None, previous: torch.Tensor,
+                            memory: float, n: int) -> torch.Tensor:
         """Exponentially weighted mean (weight `memory` per keyframe into the past) of window
-        z-scores (T trajectories, N places) along each trajectory: place e now continues the
+        z-scores (T trajectories, places `ends`) along each trajectory: place e now continues the
         (fractional) place previous[t, e] of the last keyframe. A trajectory (a speed, or odometry)
         is trusted for a place only when it has been consistent there."""
         if self.trajectory is not None and len(self.trajectory) != len(scores):
             self.trajectory, self.trajectory_weight = None, 0.0   # switched between odometry and vision
         if self.trajectory is not None:
             past = self.trajectory.nan_to_num(neginf=0.0)                  # no history: neutral (z = 0)
-            past = fractional_rows(past, previous).nan_to_num(neginf=0.0)
+            past = fractional_rows(past, previous, self.trajectory_ends, n).nan_to_num(neginf=0.0)
             weight = 1 + memory * self.trajectory_weight
             scores = (scores + memory * self.trajectory_weight * past) / weight
-        self.trajectory, self.trajectory_weight = scores, 1 + memory * self.trajectory_weight
+        self.trajectory, self.trajectory_ends = scores, ends
+        self.trajectory_weight = 1 + memory * self.trajectory_weight
         return scores
 
     def _recognise(self, frame: int, stamp: float, key: Any) -> Recognition | None:
         loc, length = self.loc, self.loc.cfg.seq_len
-        scores, alignment, speed = self._sequence_scores(stamp)
+        scores, ends, alignment, speed = self._sequence_scores(stamp)
+        if ends is not None:   # retrieval: every other place scores -inf
+            scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         weight = loc.match.lstm_weight
         head = self._head() if weight > 0 and not loc.online else None
         if head is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1

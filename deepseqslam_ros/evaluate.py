@@ -120,11 +120,14 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vision-only: fraction of the map's median frame-to-frame change that makes a keyframe")
     parser.add_argument('--min-speed', type=float, default=d.min_speed, help='vision-only: slowest relative speed')
     parser.add_argument('--max-speed', type=float, default=d.max_speed, help='vision-only: fastest relative speed')
+    parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
+                        help='maps with more frames verify only the places the index retrieves')
 
 
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:
     return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
-                       min_speed=args.min_speed, max_speed=args.max_speed, **more)
+                       min_speed=args.min_speed, max_speed=args.max_speed, retrieval_limit=args.retrieval_limit,
+                       **more)
 
 
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:

@@ -59,6 +59,9 @@ PARAMETERS = {  # name: (default, description)
                         "vision-only: fraction of the map's median frame-to-frame change that makes a keyframe"),
     'min_speed': (MatchConfig.min_speed, 'vision-only: slowest speed searched, relative to the map'),
     'max_speed': (MatchConfig.max_speed, 'vision-only: fastest speed searched, relative to the map'),
+    'retrieval_limit': (MatchConfig.retrieval_limit,
+                        'maps with more frames verify only the places the index retrieves (FAISS HNSW)'),
+    'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
     'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),
@@ -88,7 +91,8 @@ def _match_config(p: dict) -> MatchConfig:
             raise ValueError(f'parameter {name} must be > 0 s, got {p[name]}')
     return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
-                       min_speed=p['min_speed'], max_speed=p['max_speed'])
+                       min_speed=p['min_speed'], max_speed=p['max_speed'], retrieval_limit=p['retrieval_limit'],
+                       retrieval_k=p['retrieval_k'])
 
 
 def _seconds(stamp) -> float:

