@@ -30,6 +30,7 @@ class PlaceMap:
     embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places.
     online:      built while driving (places = every window, matched by sequence alone), not the
                  training traversal whose places are the classifier's classes.
+    compact:     descriptors are the place index's (N, retrieval_dim) float16 projections (a big map).
     """
     descriptors: torch.Tensor
     positions: torch.Tensor | None
@@ -37,6 +38,7 @@ class PlaceMap:
     names: list[str]
     embeddings: torch.Tensor
     online: bool = False
+    compact: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -104,7 +106,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f'checkpoint {path} is incomplete or inconsistent: {exc}') from exc
     places, dim = ckpt.places, config.descriptor_dim
-    if places.descriptors.shape != (len(places), dim) or ckpt.mean.shape != (dim,):
+    if places.compact:
+        dim = places.descriptors.shape[1] if places.descriptors.dim() == 2 else -1
+    if places.descriptors.shape != (len(places), dim) or ckpt.mean.shape != (config.descriptor_dim,):
         raise CheckpointError(f'checkpoint {path}: place descriptors {tuple(places.descriptors.shape)} '
                               f'do not match descriptor_dim {dim}')
     if not places.online and len(places) < config.n_places + config.seq_len - 1:

@@ -250,29 +250,49 @@ class Localizer:
         self.load_map(places)
 
     def load_map(self, places: PlaceMap) -> None:
-        if places.descriptors.shape[1:] != (self.cfg.descriptor_dim,):
+        """Use `places` as the map. A map past retrieval_limit frames is kept compact: the index's
+        descriptors only (float16, retrieval_dim values per frame), no embeddings."""
+        dim = self.match.retrieval_dim if places.compact else self.cfg.descriptor_dim
+        if places.descriptors.shape[1:] != (dim,):
             raise CheckpointError(f'map descriptors {tuple(places.descriptors.shape)} do not match this '
-                                  f'checkpoint\'s descriptor size {self.cfg.descriptor_dim}')
+                                  f'checkpoint\'s {"compact " * places.compact}descriptor size {dim}')
         self.online = places.online
         positions = places.positions
         if positions is None and self.online:
             positions = torch.full((len(places), 2), math.nan, dtype=torch.float64)
-        self._map = {'descriptors': Rows(places.descriptors.float().to(self.device)),
-                     'positions': None if positions is None else Rows(positions.double()),
+        self._index: PlaceIndex | None = None
+        self._map = {'descriptors': None, 'positions': None if positions is None else Rows(positions.double()),
                      'stamps': Rows(places.stamps.double()), 'embeddings': Rows(places.embeddings.float())}
+        if places.compact:
+            self._index = PlaceIndex(self.cfg.descriptor_dim, dim)
+            self._index.add_compact(places.descriptors)
+        else:
+            self._map['descriptors'] = Rows(places.descriptors.float().to(self.device))
         self.map_names = list(places.names)
         self._distance: tuple[int, torch.Tensor | None] = (-1, None)
-        self._index: PlaceIndex | None = None
+        if self.retrieval and not self.compact:
+            self._compact()
         self._statistics()
 
-    map_descriptors = property(lambda self: self._map['descriptors'].values, doc='(N, D) standardised, unit norm')
+    def _compact(self) -> None:
+        """Keep the map as the index's compact descriptors from now on (a big map)."""
+        _ = self.index
+        self._map['descriptors'] = None
+        self._map['embeddings'] = Rows(torch.zeros(0, self.cfg.hidden))
+
     map_stamps = property(lambda self: self._map['stamps'].values, doc='(N,) seconds')
     map_embeddings = property(lambda self: self._map['embeddings'].values, doc='(N or n_places, hidden)')
+    compact = property(lambda self: self._map['descriptors'] is None, doc='the map keeps compact descriptors only')
+
+    @property
+    def map_descriptors(self) -> torch.Tensor:
+        """(N, D) standardised unit-norm descriptors; a compact map's (N, retrieval_dim) float16 ones."""
+        return self.index.compact.values if self.compact else self._map['descriptors'].values
 
     @property
     def retrieval(self) -> bool:
         """Whether sequences are verified only at the places the index retrieves (a big map)."""
-        return len(self.map_names) > self.match.retrieval_limit
+        return self.compact or len(self.map_names) > self.match.retrieval_limit
 
     @property
     def index(self) -> PlaceIndex:
@@ -304,7 +324,7 @@ class Localizer:
         """The map's median frame spacing (map units) and frame-to-frame change (cosine distance)."""
         distance = self.map_distance
         self.spacing = float('nan') if distance is None else float(distance.diff().median())
-        descriptors = self.map_descriptors
+        descriptors = self.map_descriptors[-4096:].float()   # a big map: its recent frames
         self.change = float('nan') if len(descriptors) < 2 else \
             float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
 
@@ -352,15 +372,19 @@ class Localizer:
         return float(self.map_stamps[place])
 
     def add_place(self, standardised: torch.Tensor, position, stamp: float, embedding: torch.Tensor | None) -> None:
-        """Append one keyframe to an online map (amortised: no copy of the map per keyframe)."""
-        self._map['descriptors'].append(standardised)
+        """Append one keyframe to an online map (amortised: no copy of the map per keyframe); past
+        retrieval_limit frames the map turns compact."""
+        if not self.compact:
+            self._map['descriptors'].append(standardised)
+            self._map['embeddings'].append(torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu())
         self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
                                       else torch.as_tensor(position, dtype=torch.float64))
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
-        self._map['embeddings'].append(torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu())
         self.map_names.append(f'online/{stamp:.3f}')
         if self._index is not None:
             self._index.add(standardised[None])
+        if self.retrieval and not self.compact:
+            self._compact()
         if len(self.map_names) in (2, 8) or len(self.map_names) % 64 == 0:   # medians, refreshed as the map grows
             self._statistics()
 
@@ -368,7 +392,7 @@ class Localizer:
         """The checkpoint with the current map (for saving an online map)."""
         positions = None if self.map_positions is None else self.map_positions.clone()
         places = PlaceMap(self.map_descriptors.cpu().clone(), positions, self.map_stamps.clone(),
-                          list(self.map_names), self.map_embeddings.clone(), self.online)
+                          list(self.map_names), self.map_embeddings.clone(), self.online, self.compact)
         return replace(self.ckpt, places=places, training={})
 
     def run(self, descriptors: torch.Tensor, positions: np.ndarray | None = None,
@@ -490,7 +514,7 @@ class Session:
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
-            head = self._head() if full else None
+            head = self._head() if full and not loc.compact else None
             loc.add_place(standardised, xy, stamp, None if head is None else head[1])
         return answer
 

@@ -2,8 +2,8 @@
 
 Map frames' standardised descriptors are projected to `dim` values by a fixed random orthonormal
 matrix (seeded, so every map and query of every run shares it; cosine similarities are kept up to
-a small distortion) and kept as float16 for verification; an HNSW graph (FAISS) over the projected
-descriptors answers a keyframe's approximate top-K map frames in well under a millisecond at 100k
+a small distortion) and kept as float16 for verification; an HNSW graph (FAISS, float16 vectors)
+over them answers a keyframe's approximate top-K map frames in well under a millisecond at 100k
 frames. Frames are added one by one as an online map grows.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class PlaceIndex:
         generator = torch.Generator().manual_seed(0)
         self.projection = torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
-        self.graph = faiss.IndexHNSWFlat(dim, links, faiss.METRIC_INNER_PRODUCT)
+        self.graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, links, faiss.METRIC_INNER_PRODUCT)
         self.graph.hnsw.efSearch = search_depth
 
     def __len__(self) -> int:
@@ -52,11 +52,16 @@ class PlaceIndex:
         return F.normalize(descriptors.detach().float().cpu() @ self.projection, dim=-1)
 
     def add(self, descriptors: torch.Tensor, chunk: int = 65536) -> None:
-        """Append map frames (rows of D values): their ids are their map frame indices."""
+        """Append map frames (rows of D standardised values): their ids are their map frame indices."""
         for start in range(0, len(descriptors), chunk):
-            compact = self.project(descriptors[start:start + chunk])
-            self.compact.append(compact.half())
-            self.graph.add(np.ascontiguousarray(compact.numpy()))
+            self.add_compact(self.project(descriptors[start:start + chunk]))
+
+    def add_compact(self, compact: torch.Tensor, chunk: int = 65536) -> None:
+        """Append map frames given as their compact descriptors (a compact map being loaded)."""
+        for start in range(0, len(compact), chunk):
+            rows = compact[start:start + chunk]
+            self.compact.append(rows.half())
+            self.graph.add(np.ascontiguousarray(rows.float().numpy()))
 
     def search(self, compact: torch.Tensor, k: int, limit: int | None = None) -> torch.Tensor:
         """Map frames most like one projected keyframe: up to k ids, among the first `limit` frames."""

@@ -151,24 +151,34 @@ def test_positions_used_and_missing_positions_tolerated(ckpt):
 
 
 @WHOLE_MAP_OR_RETRIEVAL
-def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit):
-    """Revisits of an online map are found, with retrieval through the index as it grows."""
+def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, tmp_path):
+    """Revisits of an online map are found, with retrieval through the index as it grows; a compact
+    map saves, loads and answers the same."""
     localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0, retrieval_limit=retrieval_limit), online=True)
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
     stored = set()
     for i in range(60):
         session.step(raw[i], None, float(i))
-        stored.add(localizer._map['descriptors'].buffer.data_ptr())
+        stored.add(localizer.map_descriptors.data_ptr())
     assert len(localizer.map_names) == session.keyframes and len(stored) <= 3   # capacity doubles
     revisit = [session.step(raw[i], None, 100.0 + i) for i in range(5, 45)]
     hits = [a for a in revisit if a is not None][10:]    # windows made of revisit keyframes only
     shown = [5 + a.frame - 60 for a in hits]   # the map frame stamps are the first pass's frame indices
     found = [abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]
     assert len(hits) >= 10 and np.mean(found) > 0.8
-    assert (localizer._index is not None) == (retrieval_limit == 0)
-    if localizer._index is not None:
-        assert len(localizer.index) == len(localizer.map_names)
+    assert localizer.compact == (retrieval_limit == 0)   # past the limit the map keeps compact descriptors
+    if localizer.compact:
+        assert len(localizer.index) == len(localizer.map_names) and localizer.map_embeddings.numel() == 0
+        localizer.to_checkpoint().save(tmp_path / 'map.pt')
+        saved = load_checkpoint(tmp_path / 'map.pt')
+        assert saved.places.compact and saved.places.descriptors.shape == (len(localizer.map_names), 256)
+        again = Localizer(saved, 'cpu', MatchConfig(min_age=30.0), online=True)
+        assert again.compact and again.retrieval   # a compact map is verified by retrieval whatever its size
+        session = again.session()
+        replayed = [a for a in (session.step(raw[i], None, 1000.0 + i) for i in range(5, 45)) if a is not None]
+        view = [again.place_stamp(a.place) % 100 for a in replayed[10:]]   # passes at stamps i and 100 + i
+        assert len(view) >= 10 and np.mean([abs(v - 5 - a.frame) <= 3 for v, a in zip(view, replayed[10:])]) > 0.8
 
 
 def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
