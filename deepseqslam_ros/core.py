@@ -113,30 +113,51 @@ def split_stamp(seconds: float) -> tuple[int, int]:
 
 
 def zscore(x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
-    """z-score against the finite entries (of the `background` ones, if given); -inf stays -inf."""
+    """z-score along the last dimension against its finite entries (the `background` ones among
+    them, if given); -inf stays -inf. Fewer than two such entries: 0."""
     finite = torch.isfinite(x)
-    values = x[finite if background is None else finite & background]
-    if len(values) < 2:
-        return torch.where(finite, torch.zeros_like(x), x)
-    return torch.where(finite, (x - values.mean()) / values.std().clamp_min(1e-6), x)
+    use = (finite if background is None else finite & background).to(x.dtype)
+    count = use.sum(-1, keepdim=True)
+    mean = (x.nan_to_num(neginf=0.0) * use).sum(-1, keepdim=True) / count.clamp_min(1)
+    std = (((x - mean).nan_to_num(neginf=0.0) ** 2 * use).sum(-1, keepdim=True) / (count - 1).clamp_min(1)).sqrt()
+    z = torch.where(count >= 2, (x - mean) / std.clamp_min(1e-6), torch.zeros_like(x))
+    return torch.where(finite, z, x)
 
 
-def fractional_rows(rows: torch.Tensor, index: torch.Tensor, columns: torch.Tensor | None = None,
-                    n: int | None = None) -> torch.Tensor:
-    """rows (L, M) of values at map frames `columns` (sorted; None: all n = M frames), index (L, K)
-    fractional map frames -> (L, K) linearly interpolated; -inf outside the map or the columns."""
-    n = rows.shape[1] if columns is None else n
+def fractional_rows(rows: torch.Tensor, index: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+    """rows (L, M) of values at M map frames, index (L, K) fractional map frames -> (L, K) linearly
+    interpolated; -inf outside the map. slots (n,): the column of each of the n map frames in rows
+    (-1: none, then -inf); None: rows has all of them."""
+    n = rows.shape[1] if slots is None else len(slots)
     inside = (index >= -0.5) & (index <= n - 0.5)
     index = index.clamp(0, n - 1)
     lo = index.floor().long()
     hi = (lo + 1).clamp(max=n - 1)
     a = index - lo
-    if columns is not None:
-        at = [torch.searchsorted(columns, i).clamp(max=max(len(columns) - 1, 0)) for i in (lo, hi)]
-        inside &= (columns[at[0]] == lo) & ((columns[at[1]] == hi) | (a == 0)) if len(columns) else False
-        lo, hi = at
+    if slots is not None:
+        lo, hi = slots[lo], slots[hi]
+        inside &= (lo >= 0) & ((hi >= 0) | (a == 0))
+        lo, hi = lo.clamp(min=0), hi.clamp(min=0)
     value = rows.gather(1, lo) * (1 - a) + rows.gather(1, hi) * a
     return torch.where(inside, value, torch.full_like(value, -math.inf))
+
+
+class Slots:
+    """Where each map frame's value sits in a sparse row: a table of n entries, filled for a few."""
+
+    def __init__(self):
+        self.table = torch.zeros(0, dtype=torch.long)
+        self.filled = torch.zeros(0, dtype=torch.long)
+
+    def fill(self, frames: torch.Tensor, n: int) -> torch.Tensor:
+        """(n,) table with frames[i] -> i and -1 elsewhere (valid until the next fill)."""
+        if len(self.table) < n:   # grows by doubling as the map does
+            self.table = torch.full((max(n, 2 * len(self.table)),), -1, dtype=torch.long)
+        else:
+            self.table[self.filled] = -1
+        self.table[frames] = torch.arange(len(frames))
+        self.filled = frames
+        return self.table[:n]
 
 
 def spans(starts: torch.Tensor, stops: torch.Tensor, n: int) -> torch.Tensor:
@@ -439,6 +460,7 @@ class Session:
         self.trajectory_ends: torch.Tensor | None = None   # its places (map frames); None: all of them
         self.trajectory_weight = 0.0
         self.random = torch.Generator().manual_seed(0)   # background places of a retrieval
+        self.slots = Slots()
         self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
@@ -556,10 +578,11 @@ class Session:
         return torch.stack([k.row for k in self.window])
 
     def _retrieved(self, hypotheses: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
-                   n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(places to verify, which of them are background): the ends of windows that lay each keyframe
-        on one of its retrieved map frames under some hypothesis, the best places of the last keyframe
-        moved on by one keyframe, and random places whose scores are the z-score background."""
+                   n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(first, last) places of the ranges to verify, and the background places: the ends of windows
+        that lay each keyframe on one of its retrieved map frames under some hypothesis, the best places
+        of the last keyframe moved on by one keyframe, and random places whose scores are the z-score
+        background."""
         loc, match = self.loc, self.loc.match
         ranges = []
         for back, k in enumerate(reversed(self.window)):
@@ -573,10 +596,9 @@ class Session:
             best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
                 min(match.retrieval_k, self.trajectory.shape[1])).indices
             ranges.append(hypotheses(self.trajectory_ends[best], -1))
-        candidates = spans(torch.cat([r[0] for r in ranges]), torch.cat([r[1] for r in ranges]), n)
         background = torch.randint(0, n, (512,), generator=self.random)
-        ends = torch.unique(torch.cat([candidates, background]))
-        return ends, torch.isin(ends, background)
+        starts, stops = (torch.cat([*(r[i] for r in ranges), background]).clamp(0, n - 1) for i in (0, 1))
+        return starts, stops, background
 
     def _sequence_scores(self, stamp: float) -> tuple[torch.Tensor, torch.Tensor | None, str, float]:
         """(scores, their places or None for all N map frames, alignment, speed): the scores of the
@@ -616,19 +638,24 @@ class Session:
                 ends = ends.double()
                 return ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None], ends - speeds[:, None]
         if loc.retrieval:
-            ends, background = self._retrieved(hypotheses, n)
+            starts, stops, background = self._retrieved(hypotheses, n)
+            ends = spans(starts, stops, n)
             index, previous = lay(ends)
-            columns = torch.unique(torch.cat([index.clamp(0, n - 1).floor().long().ravel(),
-                                              index.clamp(0, n - 1).ceil().long().ravel()]))
+            first = lay(starts)[0].amin((0, 1)).floor()   # the earliest frame a window of each range touches
+            columns = spans(first, stops, n)
+            slots = self.slots.fill(columns, n)
             compact = torch.stack([k.compact for k in self.window])                         # (L, d)
-            rows = (compact @ loc.index.compact.values[columns].float().T).double()        # (L, C)
+            rows = compact @ loc.index.compact.values[columns].float().T                   # (L, C)
+            background = torch.isin(ends, background)
         else:
-            ends, background, columns = None, None, None
+            ends = background = slots = None
             index, previous = lay(torch.arange(n))
             rows = self._rows().double()                                                   # (L, N)
-        laid = torch.stack([fractional_rows(rows, i.to(rows.device), columns, n).mean(0) for i in index])   # (H, E)
-        scores = torch.stack([zscore(self._candidates(row, ends, stamp), background) for row in laid])
-        scores = self._along_trajectories(scores, ends, previous.to(rows.device), memory, n)
+        h, e = index.shape[0], index.shape[2]                                              # (H, L, E) -> (L, H E)
+        flat = index.to(rows.device, rows.dtype).transpose(0, 1).reshape(length, h * e)
+        laid = fractional_rows(rows, flat, slots).mean(0).reshape(h, e)                  # (H, E)
+        scores = zscore(self._candidates(laid, ends, stamp), background)
+        scores = self._along_trajectories(scores, ends, previous.to(rows.device, rows.dtype), memory, n)
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
         return scores[choice].float(), ends, alignment, float(speeds[choice])
 
@@ -645,7 +672,7 @@ class Session:
         """Online maps: only places at least min_age old may be revisited (-inf for the others)."""
         if not self.loc.online:
             return scores
-        stamps = self.loc.map_stamps[:len(scores)] if ends is None else self.loc.map_stamps[ends]
+        stamps = self.loc.map_stamps[:scores.shape[-1]] if ends is None else self.loc.map_stamps[ends]
         return scores.masked_fill(stamps.to(scores.device) > stamp - self.loc.match.min_age, -math.inf)
 
     def _along_trajectories(self, scores: torch.Tensor, ends: torch.Tensor | None, previous: torch.Tensor,
@@ -658,7 +685,8 @@ class Session:
             self.trajectory, self.trajectory_weight = None, 0.0   # switched between odometry and vision
         if self.trajectory is not None:
             past = self.trajectory.nan_to_num(neginf=0.0)                  # no history: neutral (z = 0)
-            past = fractional_rows(past, previous, self.trajectory_ends, n).nan_to_num(neginf=0.0)
+            slots = None if self.trajectory_ends is None else self.slots.fill(self.trajectory_ends, n)
+            past = fractional_rows(past, previous, slots).nan_to_num(neginf=0.0)
             weight = 1 + memory * self.trajectory_weight
             scores = (scores + memory * self.trajectory_weight * past) / weight
         self.trajectory, self.trajectory_ends = scores, ends
@@ -668,10 +696,8 @@ class Session:
     def _recognise(self, frame: int, stamp: float, key: Any) -> Recognition | None:
         loc, length = self.loc, self.loc.cfg.seq_len
         scores, ends, alignment, speed = self._sequence_scores(stamp)
-        if ends is not None:   # retrieval: every other place scores -inf
-            scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         weight = loc.match.lstm_weight
-        head = self._head() if weight > 0 and not loc.online else None
+        head = self._head() if weight > 0 and not loc.online and ends is None else None
         if head is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
             lstm = torch.full_like(scores, -math.inf)
             lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(head[0], dim=0))
@@ -680,6 +706,9 @@ class Session:
         if valid < 1:
             return None
         top, places = scores.topk(min(loc.match.top_k, valid))
+        if ends is not None:   # retrieval: places by map frame, every unverified one -inf
+            places = ends[places]
+            scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
         loop_closure, loop_offset = self._revisit(best, stamp, confident)

@@ -1,0 +1,173 @@
+"""Maps of 10k to 1M places: Gardens Point day_left's 200 real frames hidden among distractor places,
+night_right as the (vision-only) query. Per size: per-keyframe latency, memory per place, recall@1,
+and the index's recall against exact search. One run, this machine.
+
+    .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
+
+Distractors: the frames of Nordland part 1 (summer and winter, another route: real views that are
+not Gardens Point) when the data is there, and synthetic routes drawn to match the real routes'
+statistics (class Distractors): mean, covariance and how views change along a route. They are made
+directly as the map's compact descriptors (the index's projection is linear), so a million-place map
+needs no million full descriptors. The real frames sit
+at a random place among them. The whole-map baseline is the 200-frame day_left map itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from deepseqslam_ros.backbones import Backbone
+from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
+from deepseqslam_ros.core import Localizer, MatchConfig
+from deepseqslam_ros.descriptors import describe_traversal
+from deepseqslam_ros.index import PlaceIndex
+from deepseqslam_ros.model import Standardiser
+from deepseqslam_ros.train import TrainConfig, train
+from deepseqslam_ros.traversal import data_root, gardens_point_root, load_traversal
+
+TOLERANCE = 2
+
+
+class Distractors:
+    """Synthetic routes with the statistics of real ones: a real route's frames in whitened principal
+    coordinates, each coordinate moved to another of like variance with a random sign, coloured back.
+    Mean, covariance and the spread of frame-to-frame change are the real ones; the views are new."""
+
+    def __init__(self, runs: list[torch.Tensor], index: PlaceIndex, seed: int = 0):
+        frames = torch.cat(runs)
+        self.mean = frames.mean(0)
+        _, s, v = torch.linalg.svd(frames - self.mean, full_matrices=False)
+        rank = int((s > 1e-4 * s[0]).sum())
+        self.scale = s[:rank] / (len(frames) - 1) ** 0.5
+        self.whitened = [(r - self.mean) @ v[:rank].T / self.scale for r in runs]   # per route: (n, rank)
+        self.colour = (self.scale[:, None] * v[:rank]) @ index.projection             # (rank, dim)
+        self.offset = self.mean @ index.projection
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, n: int) -> torch.Tensor:
+        """n frames along one synthetic route: (n, dim) unit-norm float16."""
+        parts, total = [], 0
+        while total < n:   # consecutive pieces of real routes, long enough to be routes
+            route = self.whitened[int(torch.randint(len(self.whitened), (1,), generator=self.generator))]
+            start = int(torch.randint(len(route), (1,), generator=self.generator))
+            parts.append(route[start:start + n - total])
+            total += len(parts[-1])
+        rank = len(self.scale)   # coordinates change places only with ones of like variance (blocks of 8)
+        order = torch.cat([start + torch.randperm(min(8, rank - start), generator=self.generator)
+                           for start in range(0, rank, 8)])
+        sign = torch.randint(0, 2, (rank,), generator=self.generator) * 2.0 - 1
+        return F.normalize(self.offset + (torch.cat(parts)[:, order] * sign) @ self.colour, dim=-1).half()
+
+
+def build_map(size: int, real: torch.Tensor, others: torch.Tensor, distractors: Distractors,
+              rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    """(size, dim) compact map: other traversals' frames, synthetic routes of 200-2000 frames, and the
+    real frames at a random route boundary; and where the real frames start."""
+    parts, total = [others[:max(0, size - len(real))]], min(len(others), max(0, size - len(real)))
+    while total < size - len(real):
+        n = int(min(rng.integers(200, 2000), size - len(real) - total))
+        parts.append(distractors(n))
+        total += n
+    cut = int(rng.integers(0, len(parts) + 1))
+    offset = sum(len(p) for p in parts[:cut])
+    return torch.cat([*parts[:cut], real, *parts[cut:]]), offset
+
+
+def measure(localizer: Localizer, query: torch.Tensor, offset: int, exact_k: int) -> dict:
+    """Drive the query through a fresh session: latency per keyframe, recall@1, index recall@K."""
+    session = localizer.session()
+    latency, correct, index_recall = [], [], []
+    compact = localizer.index.compact.values.float()
+    for i, descriptor in enumerate(query):
+        keyframes = session.keyframes
+        start = time.perf_counter()
+        answer = session.step(descriptor, None, float(i))
+        elapsed = time.perf_counter() - start
+        if session.keyframes > keyframes:
+            latency.append(elapsed * 1e3)
+        if answer is None:
+            continue
+        correct.append(abs(answer.place - offset - i) <= TOLERANCE)
+        newest = session.window[-1]
+        if newest.hits is not None:
+            exact = (compact @ newest.compact).topk(exact_k).indices
+            index_recall.append(len(set(newest.hits.tolist()) & set(exact.tolist())) / exact_k)
+    return {'p50_ms': float(np.percentile(latency, 50)), 'p95_ms': float(np.percentile(latency, 95)),
+            'recall@1': float(np.mean(correct)),
+            'index_recall': float(np.mean(index_recall)) if index_recall else None}
+
+
+def bytes_per_place(localizer: Localizer) -> float:
+    """The map's memory: compact descriptors, the HNSW graph, positions, stamps and names."""
+    index = localizer.index
+    n = len(index)
+    total = index.compact.values.nbytes + faiss.serialize_index(index.graph).nbytes
+    total += localizer.map_stamps.nbytes + sum(sys.getsizeof(name) for name in localizer.map_names) + 8 * n
+    if localizer.map_positions is not None:
+        total += localizer.map_positions.nbytes
+    return total / n
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', default='10000,100000,1000000')
+    parser.add_argument('--checkpoint', help='day_left map (default: trained here; the matcher does not use the head)')
+    parser.add_argument('--no-nordland', action='store_true', help='synthetic distractors only')
+    parser.add_argument('--json')
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    root = gardens_point_root()
+    backbone = Backbone('mobilenet_v2')
+    path = Path(args.checkpoint or 'runs/bench_scale_day_left.pt')
+    if not path.is_file():
+        train(load_traversal(root / 'day_left'), path, backbone, cfg=TrainConfig(steps=50), device='cpu',
+              progress=False)
+    ckpt = load_checkpoint(path)
+    reference = Standardiser(ckpt.mean, ckpt.std).reference
+    query = describe_traversal(backbone, load_traversal(root / 'night_right'), progress=False)
+    match = MatchConfig()
+    index = PlaceIndex(ckpt.config.descriptor_dim, match.retrieval_dim)
+    real = reference(describe_traversal(backbone, load_traversal(root / 'day_left'), progress=False))
+    runs = [real, reference(describe_traversal(backbone, load_traversal(root / 'day_right'), progress=False))]
+    nordland = data_root() / 'nordland_64x32_part1'
+    if not args.no_nordland and nordland.is_dir():
+        runs += [reference(describe_traversal(backbone, load_traversal(nordland / s), progress=False))
+                 for s in ('summer', 'winter')]
+    others = torch.cat([torch.zeros(0, match.retrieval_dim).half(), *(index.project(r).half() for r in runs[2:])])
+    distractors = Distractors(runs, index)
+    print(f'distractors: {len(others)} real frames of other routes, the rest synthetic', flush=True)
+
+    whole = measure(Localizer(ckpt, 'cpu', match), query, 0, 25)
+    print(f'whole-map baseline, 200 frames: recall@1 {whole["recall@1"]:.3f}, p50 {whole["p50_ms"]:.1f} ms', flush=True)
+    rows, rng = [], np.random.default_rng(0)
+    for size in [int(s) for s in args.sizes.split(',')]:
+        start = time.perf_counter()
+        compact, offset = build_map(size, index.project(real).half(), others, distractors, rng)
+        places = PlaceMap(compact, None, torch.arange(size, dtype=torch.float64),
+                          [f'frame/{i}' for i in range(size)], torch.zeros(0, ckpt.config.hidden), compact=True)
+        localizer = Localizer(replace(ckpt, places=places), 'cpu', match)
+        built = time.perf_counter() - start
+        row = {'places': size, **measure(localizer, query, offset, match.retrieval_k),
+               'bytes_per_place': bytes_per_place(localizer), 'build_s': built}
+        rows.append(row)
+        print(f'{size:>8} places: p50 {row["p50_ms"]:.1f} ms, p95 {row["p95_ms"]:.1f} ms, '
+              f'{row["bytes_per_place"]:.0f} B/place, recall@1 {row["recall@1"]:.3f} '
+              f'(whole 200-frame map {whole["recall@1"]:.3f}), index recall {row["index_recall"]:.3f}, '
+              f'built in {built:.0f} s', flush=True)
+        del localizer, places, compact
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
