@@ -3,10 +3,12 @@ night_right as the (vision-only) query. Per size: per-keyframe latency, memory p
 and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
+    .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far
 
 Distractors: the frames of Nordland part 1 (summer and winter, another route: real views that are
 not Gardens Point) when the data is there, and synthetic routes drawn to match the real routes'
-statistics (class Distractors): mean, covariance and how views change along a route. They are made
+statistics (class Distractors, fitted on Gardens Point's day routes: distractors that look like the
+map's own places, the hard case): mean, covariance and how views change along a route. They are made
 directly as the map's compact descriptors (the index's projection is linear), so a million-place map
 needs no million full descriptors. The real frames sit
 at a random place among them. The whole-map baseline is the 200-frame day_left map itself.
@@ -117,11 +119,46 @@ def bytes_per_place(localizer: Localizer) -> float:
     return total / n
 
 
+def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: int) -> None:
+    """An online map driven for `keyframes` keyframes: the routes' frames over and over (fresh noise
+    each pass), so every place is revisited. Per tenth: latency, memory, map size, and how many
+    answers are confident revisits of the right place (same place name, within the tolerance)."""
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(), online=True)
+    session = localizer.session()
+    generator = torch.Generator().manual_seed(0)
+    names: list[tuple[str, int]] = []   # per map frame: (place family, index)
+    chunk, latency, right, confident, frame, stamp = max(1, keyframes // 10), [], 0, 0, 0, 0.0
+    print(f'{"keyframes":>9} {"map":>7} {"p50 ms":>7} {"p95 ms":>7} {"RSS MB":>7} {"confident":>9} {"right":>6}')
+    while session.keyframes < keyframes:
+        for family, descriptors in routes.values():
+            noise = 0.05 * ckpt.std * torch.randn(descriptors.shape, generator=generator)
+            for i, descriptor in enumerate(descriptors + noise):
+                stamp += 0.1
+                before, start = len(localizer.map_names), time.perf_counter()
+                answer = session.step(descriptor, None, stamp)
+                if len(localizer.map_names) > before:
+                    latency.append((time.perf_counter() - start) * 1e3)
+                    names.append((family, i))
+                if answer is not None and answer.confident:
+                    place = names[answer.place]
+                    confident += 1
+                    right += place[0] == family and abs(place[1] - i) <= TOLERANCE
+                frame += 1
+                if len(latency) and len(latency) % chunk == 0 and len(localizer.map_names) > before:
+                    recent = latency[-chunk:]
+                    rss = int(Path('/proc/self/statm').read_text().split()[1]) * 4096 / 2 ** 20
+                    print(f'{len(latency):>9} {len(localizer.map_names):>7} {np.percentile(recent, 50):>7.1f} '
+                          f'{np.percentile(recent, 95):>7.1f} {rss:>7.0f} {confident:>9} {right:>6}', flush=True)
+                if session.keyframes >= keyframes:
+                    return
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', default='10000,100000,1000000')
     parser.add_argument('--checkpoint', help='day_left map (default: trained here; the matcher does not use the head)')
     parser.add_argument('--no-nordland', action='store_true', help='synthetic distractors only')
+    parser.add_argument('--online', type=int, default=0, help='drive an online map for this many keyframes instead')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -143,7 +180,15 @@ def main() -> int:
         runs += [reference(describe_traversal(backbone, load_traversal(nordland / s), progress=False))
                  for s in ('summer', 'winter')]
     others = torch.cat([torch.zeros(0, match.retrieval_dim).half(), *(index.project(r).half() for r in runs[2:])])
-    distractors = Distractors(runs, index)
+    if args.online:
+        raw = {'day_left': ('gardens_point', describe_traversal(backbone, load_traversal(root / 'day_left'))),
+               'day_right': ('gardens_point', describe_traversal(backbone, load_traversal(root / 'day_right')))}
+        if not args.no_nordland and nordland.is_dir():
+            raw.update({s: ('nordland', describe_traversal(backbone, load_traversal(nordland / s))) for s in
+                        ('summer', 'winter')})
+        drive_online(ckpt, raw, args.online)
+        return 0
+    distractors = Distractors(runs[:2], index)
     print(f'distractors: {len(others)} real frames of other routes, the rest synthetic', flush=True)
 
     whole = measure(Localizer(ckpt, 'cpu', match), query, 0, 25)

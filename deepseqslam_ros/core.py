@@ -60,7 +60,7 @@ class MatchConfig:
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
     retrieval_limit: int = 20000     # maps with more frames verify only the places the index retrieves
-    retrieval_k: int = 25            # map frames retrieved per keyframe (and best places carried over)
+    retrieval_k: int = 15            # map frames retrieved per keyframe (and best places carried over)
     retrieval_dim: int = 256         # size of the index's compact descriptors
 
     def __post_init__(self):
@@ -290,7 +290,7 @@ class Localizer:
         else:
             self._map['descriptors'] = Rows(places.descriptors.float().to(self.device))
         self.map_names = list(places.names)
-        self._distance: tuple[int, torch.Tensor | None] = (-1, None)
+        self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
         if self.retrieval and not self.compact:
             self._compact()
         self._statistics()
@@ -331,20 +331,24 @@ class Localizer:
     @property
     def map_distance(self) -> torch.Tensor | None:
         """(N,) distance along the map to each frame; None unless every position is known."""
-        n = len(self.map_names)
-        if self._distance[0] != n:
-            distance = None
-            if self.map_positions is not None and n > 1:
-                steps = (self.map_positions[1:] - self.map_positions[:-1]).norm(dim=1)
-                if torch.isfinite(steps).all() and float(steps.median()) > 0:
-                    distance = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
-            self._distance = (n, distance)
-        return self._distance[1]
+        n, positions = len(self.map_names), self.map_positions
+        known, distance = self._distance
+        if known != n and positions is not None and known != math.inf:
+            start = max(known, 1) if distance is not None else 1
+            steps = (positions[start:] - positions[start - 1:-1]).norm(dim=1)
+            if not torch.isfinite(steps).all():
+                known, distance = math.inf, None   # a frame without a position: never a distance
+            elif distance is not None:             # an online map grew: extend
+                distance.append(distance.values[-1] + steps.cumsum(0))
+            elif n > 1 and float(steps.median()) > 0:
+                distance = Rows(torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)]))
+            self._distance = (n if known != math.inf else known, distance)
+        return None if distance is None else distance.values
 
     def _statistics(self) -> None:
         """The map's median frame spacing (map units) and frame-to-frame change (cosine distance)."""
         distance = self.map_distance
-        self.spacing = float('nan') if distance is None else float(distance.diff().median())
+        self.spacing = float('nan') if distance is None else float(distance[-4097:].diff().median())
         descriptors = self.map_descriptors[-4096:].float()   # a big map: its recent frames
         self.change = float('nan') if len(descriptors) < 2 else \
             float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())

@@ -37,7 +37,7 @@ class Rows:
 class PlaceIndex:
     """Compact descriptors of the map frames and an HNSW graph over them (inner product)."""
 
-    def __init__(self, descriptor_dim: int, dim: int = 256, links: int = 32, search_depth: int = 96):
+    def __init__(self, descriptor_dim: int, dim: int = 256, links: int = 32, search_depth: int = 400):
         generator = torch.Generator().manual_seed(0)
         self.projection = torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
