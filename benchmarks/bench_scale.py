@@ -119,15 +119,15 @@ def bytes_per_place(localizer: Localizer) -> float:
     return total / n
 
 
-def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: int) -> None:
+def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: int, match: MatchConfig) -> list[dict]:
     """An online map driven for `keyframes` keyframes: the routes' frames over and over (fresh noise
     each pass), so every place is revisited. Per tenth: latency, memory, map size, and how many
     answers are confident revisits of the right place (same place name, within the tolerance)."""
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(), online=True)
+    localizer = Localizer(ckpt, 'cpu', match, online=True)
     session = localizer.session()
     generator = torch.Generator().manual_seed(0)
     names: list[tuple[str, int]] = []   # per map frame: (place family, index)
-    chunk, latency, right, confident, frame, stamp = max(1, keyframes // 10), [], 0, 0, 0, 0.0
+    chunk, latency, right, confident, stamp, rows = max(1, keyframes // 10), [], 0, 0, 0.0, []
     print(f'{"keyframes":>9} {"map":>7} {"p50 ms":>7} {"p95 ms":>7} {"RSS MB":>7} {"confident":>9} {"right":>6}')
     while session.keyframes < keyframes:
         for family, descriptors in routes.values():
@@ -143,14 +143,18 @@ def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: i
                     place = names[answer.place]
                     confident += 1
                     right += place[0] == family and abs(place[1] - i) <= TOLERANCE
-                frame += 1
                 if len(latency) and len(latency) % chunk == 0 and len(localizer.map_names) > before:
                     recent = latency[-chunk:]
-                    rss = int(Path('/proc/self/statm').read_text().split()[1]) * 4096 / 2 ** 20
-                    print(f'{len(latency):>9} {len(localizer.map_names):>7} {np.percentile(recent, 50):>7.1f} '
-                          f'{np.percentile(recent, 95):>7.1f} {rss:>7.0f} {confident:>9} {right:>6}', flush=True)
+                    rows.append({'map_frames': len(localizer.map_names), 'p50_ms': float(np.percentile(recent, 50)),
+                                 'p95_ms': float(np.percentile(recent, 95)), 'compact': localizer.compact,
+                                 'rss_mb': int(Path('/proc/self/statm').read_text().split()[1]) * 4096 / 2 ** 20,
+                                 'confident': confident, 'right': right})
+                    print(f'{len(latency):>9} {len(localizer.map_names):>7} {rows[-1]["p50_ms"]:>7.1f} '
+                          f'{rows[-1]["p95_ms"]:>7.1f} {rows[-1]["rss_mb"]:>7.0f} {confident:>9} {right:>6}',
+                          flush=True)
                 if session.keyframes >= keyframes:
-                    return
+                    return rows
+    return rows
 
 
 def main() -> int:
@@ -159,6 +163,8 @@ def main() -> int:
     parser.add_argument('--checkpoint', help='day_left map (default: trained here; the matcher does not use the head)')
     parser.add_argument('--no-nordland', action='store_true', help='synthetic distractors only')
     parser.add_argument('--online', type=int, default=0, help='drive an online map for this many keyframes instead')
+    parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,
+                        help='maps with more frames are verified through the index (--online)')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -181,12 +187,14 @@ def main() -> int:
                  for s in ('summer', 'winter')]
     others = torch.cat([torch.zeros(0, match.retrieval_dim).half(), *(index.project(r).half() for r in runs[2:])])
     if args.online:
-        raw = {'day_left': ('gardens_point', describe_traversal(backbone, load_traversal(root / 'day_left'))),
-               'day_right': ('gardens_point', describe_traversal(backbone, load_traversal(root / 'day_right')))}
+        raw = {name: ('gardens_point', describe_traversal(backbone, load_traversal(root / name), progress=False))
+               for name in ('day_left', 'day_right')}
         if not args.no_nordland and nordland.is_dir():
-            raw.update({s: ('nordland', describe_traversal(backbone, load_traversal(nordland / s))) for s in
-                        ('summer', 'winter')})
-        drive_online(ckpt, raw, args.online)
+            raw.update({s: ('nordland', describe_traversal(backbone, load_traversal(nordland / s), progress=False))
+                        for s in ('summer', 'winter')})
+        rows = drive_online(ckpt, raw, args.online, MatchConfig(retrieval_limit=args.retrieval_limit))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
         return 0
     distractors = Distractors(runs[:2], index)
     print(f'distractors: {len(others)} real frames of other routes, the rest synthetic', flush=True)

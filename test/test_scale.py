@@ -1,0 +1,37 @@
+"""benchmarks/bench_scale.py at small sizes (the README reports 10k to 1M places, and 100k keyframes
+online): retrieval through the index, then verification, on a map of real places among distractors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_scale.py'
+
+
+def run(tmp_path, *args):
+    done = subprocess.run([sys.executable, str(SCRIPT), '--checkpoint', str(tmp_path / 'day_left.pt'), '--no-nordland',
+                           '--json', str(tmp_path / 'out.json'), *args], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads((tmp_path / 'out.json').read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_night_queries_find_the_real_places_among_distractors(tmp_path):
+    rows, out = run(tmp_path, '--sizes', '3000')
+    (row,) = rows
+    assert set(row) >= {'places', 'p50_ms', 'p95_ms', 'bytes_per_place', 'recall@1', 'index_recall'}, out
+    assert row['places'] == 3000 and row['bytes_per_place'] < 2048
+    assert row['recall@1'] >= 0.6 and row['index_recall'] >= 0.8, out
+
+
+@pytest.mark.slow
+def test_an_online_map_past_the_retrieval_limit_finds_revisits_through_the_index(tmp_path):
+    """Gardens Point day_left and day_right driven in turn: past 1000 frames the map turns compact and
+    revisits are found through the index; the map grows by one frame per keyframe."""
+    rows, out = run(tmp_path, '--online', '3000', '--retrieval-limit', '1000')
+    assert len(rows) == 10 and [r['map_frames'] for r in rows] == [300 * (i + 1) for i in range(10)], out
+    assert not rows[2]['compact'] and rows[4]['compact'], out
+    later = [r['right'] - rows[3]['right'] for r in rows[4:]], [r['confident'] - rows[3]['confident'] for r in rows[4:]]
+    assert later[1][-1] >= 500 and later[0][-1] >= 0.9 * later[1][-1], out
