@@ -59,7 +59,7 @@ class MatchConfig:
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
-    retrieval_limit: int = 20000     # maps with more frames verify only the places the index retrieves
+    retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe (and best places carried over)
     retrieval_dim: int = 256         # size of the index's compact descriptors
 

@@ -107,7 +107,11 @@ class Client:
         return {}
 
     def wait_ready(self, timeout: float = 90.0) -> bool:
-        return self.wait_for(lambda: bool(self.diagnostics()), timeout)
+        """The node publishes /diagnostics; then 1 s more, for its other topics' discovery to settle
+        (under load the answer topics matched seconds after /diagnostics, and early answers were lost)."""
+        ready = self.wait_for(lambda: bool(self.diagnostics()), timeout)
+        self.spin(1.0)
+        return ready
 
     def publish_odometry(self, stamp: float, x: float, y: float) -> None:
         from nav_msgs.msg import Odometry

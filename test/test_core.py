@@ -33,7 +33,7 @@ def recall(answers, truth, tolerance=2):
 
 # Every map verified at every place (small maps, the default), and verified only where the index's
 # retrievals put the window (maps past retrieval_limit: here any map).
-WHOLE_MAP_OR_RETRIEVAL = pytest.mark.parametrize('retrieval_limit', [20000, 0], ids=['whole_map', 'retrieval'])
+WHOLE_MAP_OR_RETRIEVAL = pytest.mark.parametrize('retrieval_limit', [5000, 0], ids=['whole_map', 'retrieval'])
 
 
 @WHOLE_MAP_OR_RETRIEVAL
