@@ -19,6 +19,10 @@ answers: speed and place must both be consistent over time, not chosen afresh pe
 Places are map frames: the answer is the map frame aligned with the newest query keyframe.
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
 where revisits are found among frames older than `min_age` seconds.
+
+Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
+and scored only where it matters: each keyframe retrieves its most similar map frames from the index,
+each hypothesis turns those into window ends, and sequence matching verifies just those ends.
 """
 from __future__ import annotations
 
