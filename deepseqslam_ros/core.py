@@ -71,8 +71,10 @@ class MatchConfig:
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
-            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance and keyframe_change >= 0')
+        if self.top_k < 1 or self.retrieval_k < 1:
+            raise ValueError('top_k and retrieval_k must be >= 1')
+        if self.keyframe_distance < 0 or self.keyframe_change < 0:
+            raise ValueError('keyframe_distance and keyframe_change must be >= 0')
 
     @property
     def speeds(self) -> np.ndarray:
@@ -585,26 +587,29 @@ class Session:
                 k.row = torch.cat([k.row, loc.map_descriptors[len(k.row):] @ k.standardised])
         return torch.stack([k.row for k in self.window])
 
-    def _retrieved(self, hypotheses: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+    def _retrieved(self, moved_on: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                    n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(first, last) places of the ranges to verify, and the background places: the ends of windows
-        that lay each keyframe on one of its retrieved map frames under some hypothesis, the best places
-        of the last keyframe moved on by one keyframe, and random places whose scores are the z-score
-        background."""
+        """(first, last) places of the ranges to verify, and the background places: the map frames the
+        index retrieves for the newest keyframe (each +-1), the best places of the last keyframe moved
+        on by one keyframe under every hypothesis (a place found once is followed from there), and
+        background places whose scores are the z-score background: 16 runs of 32 consecutive places,
+        so that their windows share map frames. Only the newest keyframe's retrieval starts places:
+        older keyframes' retrievals were measured to add distractors, not right places."""
         loc, match = self.loc, self.loc.match
-        ranges = []
-        for back, k in enumerate(reversed(self.window)):
-            if k.hits is None:
+        for k in self.window:
+            if k.compact is None:
                 k.compact = loc.index.project(k.standardised)
-                limit = int(torch.searchsorted(loc.map_stamps, k.stamp - match.min_age, right=True)) \
-                    if loc.online else None
-                k.hits = loc.index.search(k.compact, match.retrieval_k, limit)
-            ranges.append(hypotheses(k.hits, back))
+        newest = self.window[-1]
+        limit = int(torch.searchsorted(loc.map_stamps, newest.stamp - match.min_age, right=True)) \
+            if loc.online else None
+        newest.hits = loc.index.search(newest.compact, match.retrieval_k, limit)
+        ranges = [(newest.hits - 1, newest.hits + 1)]
         if self.trajectory is not None and self.trajectory_ends is not None:
             best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
                 min(match.retrieval_k, self.trajectory.shape[1])).indices
-            ranges.append(hypotheses(self.trajectory_ends[best], -1))
-        background = torch.randint(0, n, (512,), generator=self.random)
+            ranges.append(moved_on(self.trajectory_ends[best]))
+        background = (torch.randint(0, n, (16, 1), generator=self.random) + torch.arange(32)).flatten()
+        background = background.clamp(max=n - 1)
         starts, stops = (torch.cat([*(r[i] for r in ranges), background]).clamp(0, n - 1) for i in (0, 1))
         return starts, stops, background
 
@@ -625,9 +630,8 @@ class Session:
             speeds, alignment, memory = scales * float(back[0]) / max(length - 1, 1) / loc.spacing, \
                 'odometry', match.odometry_memory
 
-            def hypotheses(hits, keyframes_back):   # ends whose window lays this keyframe on a hit
-                travel = float(back[-1 - keyframes_back]) if keyframes_back >= 0 else step
-                target = cum[hits][None] + travel * torch.tensor([scales[0], scales[-1]], dtype=torch.float64)[:, None]
+            def moved_on(places):   # the map frames `step` further along, at the smallest and largest scale
+                target = cum[places][None] + step * torch.tensor([scales[0], scales[-1]], dtype=torch.float64)[:, None]
                 return torch.searchsorted(cum, target[0]) - 1, torch.searchsorted(cum, target[1]) + 1
 
             def lay(ends):
@@ -636,17 +640,14 @@ class Session:
         else:
             speeds, alignment, memory = torch.as_tensor(match.speeds), 'vision', match.speed_memory
 
-            def hypotheses(hits, keyframes_back):
-                if keyframes_back < 0:   # a place of the last keyframe, moved on by one keyframe
-                    return hits + math.floor(match.min_speed), hits + math.ceil(match.max_speed)
-                return hits + math.floor(keyframes_back * match.min_speed) - 1, \
-                    hits + math.ceil(keyframes_back * match.max_speed) + 1
+            def moved_on(places):   # one keyframe further along, at the slowest and fastest speed
+                return places + math.floor(match.min_speed), places + math.ceil(match.max_speed)
 
             def lay(ends):
                 ends = ends.double()
                 return ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None], ends - speeds[:, None]
         if loc.retrieval:
-            starts, stops, background = self._retrieved(hypotheses, n)
+            starts, stops, background = self._retrieved(moved_on, n)
             ends = spans(starts, stops, n)
             index, previous = lay(ends)
             first = lay(starts)[0].amin((0, 1)).floor()   # the earliest frame a window of each range touches
