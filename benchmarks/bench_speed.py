@@ -1,10 +1,11 @@
 """Robot runs: recall@1 / auc of night_right driven at other speeds, camera rates and with stops,
 against a day_left map, with and without (noisy, drifting) odometry. Offline, same machine, one run.
 
-    .venv/bin/python benchmarks/bench_speed.py [--checkpoint CKPT] [--warps same,fast2] [--json OUT]
+    .venv/bin/python benchmarks/bench_speed.py [--checkpoint CKPT] [--warps same,fast2] [--seeds 1,2] [--json OUT]
 
-Each warp is re-rendered from the dataset with fresh sensor noise per frame (warps.py). Scored on
-the map frame aligned with each keyframe's newest query frame, tolerance 2 map frames.
+Each warp is re-rendered from the dataset with fresh sensor noise per frame (warps.py); each seed
+draws other noise, stops and speed phases. Scored on the map frame aligned with each keyframe's
+newest query frame, tolerance 2 map frames.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def main() -> int:
                                              'the head)')
     parser.add_argument('--query', default='night_right')
     parser.add_argument('--warps', default=','.join(WARPS))
+    parser.add_argument('--seeds', default='1', help='warp seeds (noise, stops, speed phase), e.g. 1,2,3,4')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -46,12 +48,14 @@ def main() -> int:
     ckpt = load_checkpoint(path)
     query = load_traversal(root / args.query)
     rows = []
-    for warp in ['clean', *args.warps.split(',')]:
+    seeds = [int(s) for s in args.seeds.split(',')]
+    runs = [('clean', seeds[0])] + [(warp, seed) for seed in seeds for warp in args.warps.split(',')]
+    for warp, seed in runs:
         if warp == 'clean':   # the dataset's own frames, no re-rendering: today's benchmark
             descriptors, view = describe_traversal(backbone, query, progress=False), np.arange(len(query))
             odometry, stamps = simulate_odometry(route, 0), np.arange(len(query)) / 10.0
         else:
-            run = make_run(query, warp, route, odometry_seed=0, seed=1)
+            run = make_run(query, warp, route, odometry_seed=0, seed=seed)
             descriptors = describe_run(backbone, run)
             view, odometry, stamps = run.view, run.odometry, run.stamps
         for mode, positions in (('odometry', odometry), ('vision-only', None)):
@@ -60,16 +64,18 @@ def main() -> int:
             answers = localizer.run(descriptors, positions, stamps)
             ms = 1e3 * (time.perf_counter() - t0) / len(descriptors)
             metrics = recognition_metrics(answers, Truth(view), ckpt.places, 2)
-            rows.append({'warp': warp, 'mode': mode, 'frames': len(descriptors), 'keyframes': len(answers) + 9,
-                         'recall@1': metrics['recall@1'], 'auc': metrics['auc'], 'ms_per_frame': ms})
-            print(f'{warp:8s} {mode:11s} frames {len(descriptors):4d} answers {len(answers):4d} '
+            rows.append({'warp': warp, 'seed': seed, 'mode': mode, 'frames': len(descriptors),
+                         'keyframes': len(answers) + 9, 'recall@1': metrics['recall@1'], 'auc': metrics['auc'],
+                         'ms_per_frame': ms})
+            print(f'{warp:8s} seed {seed} {mode:11s} frames {len(descriptors):4d} answers {len(answers):4d} '
                   f'recall@1 {metrics["recall@1"]:.3f} auc {metrics["auc"]:.3f}  {ms:.2f} ms/frame', flush=True)
     for mode in ('odometry', 'vision-only'):
-        same = next(r['recall@1'] for r in rows if r['warp'] == 'same' and r['mode'] == mode) \
-            if any(r['warp'] == 'same' for r in rows) else float('nan')
-        worst = min(r['recall@1'] for r in rows if r['mode'] == mode and r['warp'] != 'clean')
-        print(f'{mode}: worst warp recall@1 {worst:.3f}, same-speed (re-rendered) {same:.3f}, '
-              f'worst - same {worst - same:+.3f}')
+        for seed in seeds:
+            mine = [r for r in rows if r['mode'] == mode and r['seed'] == seed and r['warp'] != 'clean']
+            same = next((r['recall@1'] for r in mine if r['warp'] == 'same'), float('nan'))
+            worst = min(mine, key=lambda r: r['recall@1'])
+            print(f'{mode} seed {seed}: worst warp {worst["warp"]} recall@1 {worst["recall@1"]:.3f}, same-speed '
+                  f'(re-rendered) {same:.3f}, worst - same {worst["recall@1"] - same:+.3f}')
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + '\n')
     return 0

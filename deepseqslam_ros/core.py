@@ -57,9 +57,9 @@ class MatchConfig:
     max_speed: float = 2.0
     speed_steps: int = 13            # speeds, geometrically spaced (ratio 1.12 from 0.5 to 2)
     speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
-    odometry_memory: float = 0.9     # with odometry: the same along each odometry-scale trajectory
-    odometry_scale_error: float = 0.25   # odometry scales searched: 1/(1+e) .. 1+e
-    odometry_steps: int = 3
+    odometry_memory: float = 0.95    # with odometry: the same along each odometry-scale trajectory
+    odometry_scale_error: float = 0.2    # odometry scales searched: 1/(1+e) .. 1+e
+    odometry_steps: int = 5              # (0.83, 0.91, 1, 1.1, 1.2): an odometer 15 % long or short
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck

@@ -85,6 +85,8 @@ def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, b
     single = Localizer(ckpt, 'cpu', replace(match, odometry_steps=1), backbone=backbone).run(descriptors, short,
                                                                                             fast.stamps)
     assert recall(wheels_off, fast.view) >= 0.9 > recall(single, fast.view) + 0.3
+    long = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, 1.15 * fast.odometry, fast.stamps)
+    assert recall(long, fast.view) >= 0.9   # and 15 % long
     assert np.median([a.speed for a in with_odometry]) == pytest.approx(2.0, rel=0.2)
     vision = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, None, fast.stamps)
     fixed = Localizer(ckpt, 'cpu', replace(match, min_speed=1.0, max_speed=1.0, speed_steps=1),
