@@ -21,8 +21,9 @@ Two maps: the checkpoint's reference frames, or an online map that grows by one 
 where revisits are found among frames older than `min_age` seconds.
 
 Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
-and scored only where it matters: each keyframe retrieves its most similar map frames from the index,
-each hypothesis turns those into window ends, and sequence matching verifies just those ends.
+and scored only where it matters: windows that end at the map frames the index retrieves for the
+newest keyframe, or at the last keyframe's best places moved on under each hypothesis, are verified
+by sequence matching; no other place is scored.
 """
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ class MatchConfig:
     speed_steps: int = 13            # speeds, geometrically spaced (ratio 1.12 from 0.5 to 2)
     speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
     odometry_memory: float = 0.95    # with odometry: the same along each odometry-scale trajectory
-    odometry_scale_error: float = 0.2    # odometry scales searched: 1/(1+e) .. 1+e
-    odometry_steps: int = 5              # (0.83, 0.91, 1, 1.1, 1.2): an odometer 15 % long or short
+    odometry_scale_error: float = 0.25   # odometry scales searched: 1/(1+e) .. 1+e
+    odometry_steps: int = 5              # (0.8, 0.89, 1, 1.12, 1.25): an odometer 15 % long or short
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
