@@ -72,10 +72,8 @@ class MatchConfig:
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1:
-            raise ValueError('top_k and retrieval_k must be >= 1')
-        if self.keyframe_distance < 0 or self.keyframe_change < 0:
-            raise ValueError('keyframe_distance and keyframe_change must be >= 0')
+        if self.top_k < 1 or self.retrieval_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
+            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance and keyframe_change >= 0')
 
     @property
     def speeds(self) -> np.ndarray:
