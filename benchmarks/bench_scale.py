@@ -4,6 +4,7 @@ and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
     .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far
+    .venv/bin/python benchmarks/bench_scale.py --index-search exact [--device cuda]   # exact search, not HNSW
 
 Distractors: the frames of Nordland part 1 (summer and winter, another route: real views that are
 not Gardens Point) when the data is there, and synthetic routes drawn to match the real routes'
@@ -56,18 +57,20 @@ class Distractors:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, n: int) -> torch.Tensor:
-        """n frames along one synthetic route: (n, dim) unit-norm float16."""
-        parts, total = [], 0
-        while total < n:   # consecutive pieces of real routes, long enough to be routes
+        """n frames along one synthetic route: (n, dim) unit-norm float16. The route is consecutive
+        pieces of real routes, each piece with its own new coordinates, so no two frames repeat."""
+        parts, total, rank = [], 0, len(self.scale)
+        while total < n:
             route = self.whitened[int(torch.randint(len(self.whitened), (1,), generator=self.generator))]
             start = int(torch.randint(len(route), (1,), generator=self.generator))
-            parts.append(route[start:start + n - total])
-            total += len(parts[-1])
-        rank = len(self.scale)   # coordinates change places only with ones of like variance (blocks of 8)
-        order = torch.cat([start + torch.randperm(min(8, rank - start), generator=self.generator)
-                           for start in range(0, rank, 8)])
-        sign = torch.randint(0, 2, (rank,), generator=self.generator) * 2.0 - 1
-        return F.normalize(self.offset + (torch.cat(parts)[:, order] * sign) @ self.colour, dim=-1).half()
+            piece = route[start:start + n - total]
+            # coordinates change places only with ones of like variance (blocks of 8), random signs
+            order = torch.cat([first + torch.randperm(min(8, rank - first), generator=self.generator)
+                               for first in range(0, rank, 8)])
+            sign = torch.randint(0, 2, (rank,), generator=self.generator) * 2.0 - 1
+            parts.append(piece[:, order] * sign)
+            total += len(piece)
+        return F.normalize(self.offset + torch.cat(parts) @ self.colour, dim=-1).half()
 
 
 def build_map(size: int, real: torch.Tensor, others: torch.Tensor, distractors: Distractors,
@@ -112,18 +115,19 @@ def bytes_per_place(localizer: Localizer) -> float:
     """The map's memory: compact descriptors, the HNSW graph, positions, stamps and names."""
     index = localizer.index
     n = len(index)
-    total = index.compact.values.nbytes + faiss.serialize_index(index.graph).nbytes
+    total = index.compact.values.nbytes + (0 if index.graph is None else faiss.serialize_index(index.graph).nbytes)
     total += localizer.map_stamps.nbytes + sum(sys.getsizeof(name) for name in localizer.map_names) + 8 * n
     if localizer.map_positions is not None:
         total += localizer.map_positions.nbytes
     return total / n
 
 
-def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: int, match: MatchConfig) -> list[dict]:
+def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: int, match: MatchConfig,
+                 device: str = 'cpu') -> list[dict]:
     """An online map driven for `keyframes` keyframes: the routes' frames over and over (fresh noise
     each pass), so every place is revisited. Per tenth: latency, memory, map size, and how many
     answers are confident revisits of the right place (same place name, within the tolerance)."""
-    localizer = Localizer(ckpt, 'cpu', match, online=True)
+    localizer = Localizer(ckpt, device, match, online=True)
     session = localizer.session()
     generator = torch.Generator().manual_seed(0)
     names: list[tuple[str, int]] = []   # per map frame: (place family, index)
@@ -165,6 +169,9 @@ def main() -> int:
     parser.add_argument('--online', type=int, default=0, help='drive an online map for this many keyframes instead')
     parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,
                         help='maps with more frames are verified through the index (--online)')
+    parser.add_argument('--index-search', choices=('auto', 'hnsw', 'exact'), default=MatchConfig.index_search,
+                        help='hnsw (approximate, CPU) or exact (on the device); auto = exact on CUDA')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -177,7 +184,7 @@ def main() -> int:
     ckpt = load_checkpoint(path)
     reference = Standardiser(ckpt.mean, ckpt.std).reference
     query = describe_traversal(backbone, load_traversal(root / 'night_right'), progress=False)
-    match = MatchConfig()
+    match = MatchConfig(index_search=args.index_search)
     index = PlaceIndex(ckpt.config.descriptor_dim, match.retrieval_dim)
     real = reference(describe_traversal(backbone, load_traversal(root / 'day_left'), progress=False))
     runs = [real, reference(describe_traversal(backbone, load_traversal(root / 'day_right'), progress=False))]
@@ -192,14 +199,15 @@ def main() -> int:
         if not args.no_nordland and nordland.is_dir():
             raw.update({s: ('nordland', describe_traversal(backbone, load_traversal(nordland / s), progress=False))
                         for s in ('summer', 'winter')})
-        rows = drive_online(ckpt, raw, args.online, MatchConfig(retrieval_limit=args.retrieval_limit))
+        rows = drive_online(ckpt, raw, args.online, replace(match, retrieval_limit=args.retrieval_limit),
+                            args.device)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
         return 0
     distractors = Distractors(runs[:2], index)
     print(f'distractors: {len(others)} real frames of other routes, the rest synthetic', flush=True)
 
-    whole = measure(Localizer(ckpt, 'cpu', match), query, 0, 25)
+    whole = measure(Localizer(ckpt, args.device, match), query, 0, 25)
     print(f'whole-map baseline, 200 frames: recall@1 {whole["recall@1"]:.3f}, p50 {whole["p50_ms"]:.1f} ms', flush=True)
     rows, rng = [], np.random.default_rng(0)
     for size in [int(s) for s in args.sizes.split(',')]:
@@ -207,7 +215,7 @@ def main() -> int:
         compact, offset = build_map(size, index.project(real).half(), others, distractors, rng)
         places = PlaceMap(compact, None, torch.arange(size, dtype=torch.float64),
                           [f'frame/{i}' for i in range(size)], torch.zeros(0, ckpt.config.hidden), compact=True)
-        localizer = Localizer(replace(ckpt, places=places), 'cpu', match)
+        localizer = Localizer(replace(ckpt, places=places), args.device, match)
         built = time.perf_counter() - start
         row = {'places': size, **measure(localizer, query, offset, match.retrieval_k),
                'bytes_per_place': bytes_per_place(localizer), 'build_s': built}

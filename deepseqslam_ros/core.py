@@ -67,6 +67,7 @@ class MatchConfig:
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe (and best places carried over)
     retrieval_dim: int = 256         # size of the index's compact descriptors
+    index_search: str = 'auto'       # 'hnsw' (approximate), 'exact' (on the device); auto: exact on CUDA
 
     def __post_init__(self):
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
@@ -74,6 +75,8 @@ class MatchConfig:
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
         if self.top_k < 1 or self.retrieval_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
             raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance and keyframe_change >= 0')
+        if self.index_search not in ('auto', 'hnsw', 'exact'):
+            raise ValueError(f"index_search must be 'auto', 'hnsw' or 'exact', got {self.index_search!r}")
 
     @property
     def speeds(self) -> np.ndarray:
@@ -290,7 +293,7 @@ class Localizer:
         self._map = {'descriptors': None, 'positions': None if positions is None else Rows(positions.double()),
                      'stamps': Rows(places.stamps.double()), 'embeddings': Rows(places.embeddings.float())}
         if places.compact:
-            self._index = PlaceIndex(self.cfg.descriptor_dim, dim)
+            self._index = self._new_index()
             self._index.add_compact(places.descriptors)
         else:
             self._map['descriptors'] = Rows(places.descriptors.float().to(self.device))
@@ -324,9 +327,14 @@ class Localizer:
     def index(self) -> PlaceIndex:
         """The place index over the map frames, built on first use and grown with the map."""
         if self._index is None:
-            self._index = PlaceIndex(self.cfg.descriptor_dim, self.match.retrieval_dim)
+            self._index = self._new_index()
             self._index.add(self.map_descriptors)
         return self._index
+
+    def _new_index(self) -> PlaceIndex:
+        search = self.match.index_search
+        exact = search == 'exact' or (search == 'auto' and self.device.type == 'cuda')
+        return PlaceIndex(self.cfg.descriptor_dim, self.match.retrieval_dim, exact=self.device if exact else None)
 
     @property
     def map_positions(self) -> torch.Tensor | None:

@@ -122,12 +122,14 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-speed', type=float, default=d.max_speed, help='vision-only: fastest relative speed')
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
                         help='maps with more frames verify only the places the index retrieves')
+    parser.add_argument('--index-search', choices=('auto', 'hnsw', 'exact'), default=d.index_search,
+                        help='hnsw (approximate, CPU) or exact (on the device); auto = exact on CUDA')
 
 
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:
     return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
                        min_speed=args.min_speed, max_speed=args.max_speed, retrieval_limit=args.retrieval_limit,
-                       **more)
+                       index_search=args.index_search, **more)
 
 
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:

@@ -2,9 +2,14 @@
 
 Map frames' standardised descriptors are projected to `dim` values by a fixed random orthonormal
 matrix (seeded, so every map and query of every run shares it; cosine similarities are kept up to
-a small distortion) and kept as float16 for verification; an HNSW graph (FAISS, float16 vectors)
-over them answers a keyframe's approximate top-K map frames in well under a millisecond at 100k
-frames. Frames are added one by one as an online map grows.
+a small distortion) and kept as float16 for verification. A keyframe's top-K map frames come from
+either
+- an HNSW graph (FAISS, float16 vectors): approximate, well under a millisecond at 100k frames on a
+  CPU (the default there), or
+- exact search: one float16 product with every compact descriptor, on the localizer's device (the
+  default on CUDA: ~0.5 GB and a fraction of a millisecond at 1M frames; on a CPU ~2 ms at 100k
+  frames, ~23 ms at 1M).
+Frames are added one by one as an online map grows.
 """
 from __future__ import annotations
 
@@ -35,14 +40,20 @@ class Rows:
 
 
 class PlaceIndex:
-    """Compact descriptors of the map frames and an HNSW graph over them (inner product)."""
+    """Compact descriptors of the map frames, searched by an HNSW graph (inner product) or, with an
+    `exact` device, exactly on that device (a copy of the compact descriptors lives there)."""
 
-    def __init__(self, descriptor_dim: int, dim: int = 256, links: int = 32, search_depth: int = 400):
+    def __init__(self, descriptor_dim: int, dim: int = 256, links: int = 32, search_depth: int = 400,
+                 exact: str | torch.device | None = None):
         generator = torch.Generator().manual_seed(0)
         self.projection = torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
-        self.graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, links, faiss.METRIC_INNER_PRODUCT)
-        self.graph.hnsw.efSearch = search_depth
+        self.graph = self.exact = None
+        if exact is None:
+            self.graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, links, faiss.METRIC_INNER_PRODUCT)
+            self.graph.hnsw.efSearch = search_depth
+        elif torch.device(exact).type != 'cpu':
+            self.exact = Rows(torch.zeros(0, dim, dtype=torch.float16, device=exact))
 
     def __len__(self) -> int:
         return self.compact.n
@@ -61,13 +72,21 @@ class PlaceIndex:
         for start in range(0, len(compact), chunk):
             rows = compact[start:start + chunk]
             self.compact.append(rows.half())
-            self.graph.add(np.ascontiguousarray(rows.float().numpy()))
+            if self.graph is not None:
+                self.graph.add(np.ascontiguousarray(rows.float().numpy()))
+            elif self.exact is not None:
+                self.exact.append(rows.half().to(self.exact.buffer.device))
 
     def search(self, compact: torch.Tensor, k: int, limit: int | None = None) -> torch.Tensor:
         """Map frames most like one projected keyframe: up to k ids, among the first `limit` frames."""
         limit = len(self) if limit is None else min(limit, len(self))
         if limit <= 0:
             return torch.zeros(0, dtype=torch.long)
+        if self.graph is None:   # float16 products, then the best k + 16 re-ranked in float32 (near-ties)
+            rows = (self.compact if self.exact is None else self.exact).values[:limit]
+            query = compact.to(rows.device)
+            near = (rows @ query.half()).topk(min(k + 16, limit)).indices
+            return near[(rows[near].float() @ query.float()).topk(min(k, limit)).indices].cpu()
         params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorRange(0, limit),
                                             efSearch=max(self.graph.hnsw.efSearch, k))
         _, ids = self.graph.search(np.ascontiguousarray(compact.reshape(1, -1).numpy()), min(k, limit), params=params)

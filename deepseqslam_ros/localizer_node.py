@@ -62,6 +62,7 @@ PARAMETERS = {  # name: (default, description)
     'retrieval_limit': (MatchConfig.retrieval_limit,
                         'maps with more frames verify only the places the index retrieves (FAISS HNSW)'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
+    'index_search': (MatchConfig.index_search, 'hnsw (approximate, CPU), exact (on the device); auto = exact on CUDA'),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
     'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),
@@ -75,7 +76,8 @@ PARAMETERS = {  # name: (default, description)
     'diagnostics_period': (1.0, 's between /diagnostics messages'),
 }
 CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
-           'map_mode': ('localize', 'online'), 'precision': ('float32', 'float16', 'bfloat16')}
+           'map_mode': ('localize', 'online'), 'index_search': ('auto', 'hnsw', 'exact'),
+           'precision': ('float32', 'float16', 'bfloat16')}
 RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'diagnostics_period', 'keyframe_distance',
            'keyframe_change', 'min_speed', 'max_speed'}   # applied by `ros2 param set`; the others are read-only
 PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'odom_jump', 'odom_stuck', 'time_jitter',
@@ -92,7 +94,7 @@ def _match_config(p: dict) -> MatchConfig:
     return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
                        min_speed=p['min_speed'], max_speed=p['max_speed'], retrieval_limit=p['retrieval_limit'],
-                       retrieval_k=p['retrieval_k'])
+                       retrieval_k=p['retrieval_k'], index_search=p['index_search'])
 
 
 def _seconds(stamp) -> float:

@@ -238,3 +238,31 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     assert np.mean(found) >= 0.95
     assert all(int(index.search(q, 10, limit=1000).max()) < 1000 for q in queries)
     assert len(index.search(queries[0], 10, limit=0)) == 0
+    # exact search (the default on CUDA; here on the CPU) finds exactly what the brute force finds
+    exact_index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, exact='cpu')
+    exact_index.add(descriptors)
+    assert exact_index.graph is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
+    found = [len(set(exact_index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(queries, exact)]
+    assert np.mean(found) == 1.0, found
+    assert all(int(exact_index.search(q, 10, limit=1000).max()) < 1000 for q in queries)
+
+
+def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
+    """index_search='exact' (what CUDA gets by default) through the whole retrieval path: the index
+    returns the exact top-K for every keyframe and day_right is recognised as with the HNSW graph."""
+    descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
+    answers = {}
+    for search in ('hnsw', 'exact'):
+        localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search))
+        assert (localizer.index.graph is None) == (search == 'exact')
+        session = localizer.session()
+        answers[search] = []
+        for d in descriptors:
+            answer = session.step(d)
+            if answer is not None:
+                answers[search].append(answer)
+                newest = session.window[-1]
+                exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
+                assert search == 'hnsw' or set(newest.hits.tolist()) == set(exact.tolist())
+        assert recall(answers[search], np.arange(60)) > 0.9
+    assert [a.place for a in answers['exact']] == [a.place for a in answers['hnsw']]
