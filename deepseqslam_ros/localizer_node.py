@@ -60,7 +60,7 @@ PARAMETERS = {  # name: (default, description)
     'min_speed': (MatchConfig.min_speed, 'vision-only: slowest speed searched, relative to the map'),
     'max_speed': (MatchConfig.max_speed, 'vision-only: fastest speed searched, relative to the map'),
     'retrieval_limit': (MatchConfig.retrieval_limit,
-                        'maps with more frames verify only the places the index retrieves (FAISS HNSW)'),
+                        'maps with more frames verify only the places the index retrieves'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
     'index_search': (MatchConfig.index_search, 'hnsw (approximate, CPU), exact (on the device); auto = exact on CUDA'),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
