@@ -14,7 +14,9 @@ Keyframes make the sequence a function of where the robot went, not of how fast 
   straight trajectories of relative speed min_speed..max_speed (SeqSLAM).
 Each hypothesis's window z-scores are then averaged along its own trajectory over recent keyframes
 (weight `speed_memory`, or `odometry_memory`, per keyframe back) and the best (trajectory, place)
-answers: speed and place must both be consistent over time, not chosen afresh per window.
+answers: speed and place must both be consistent over time, not chosen afresh per window. Vision-only,
+a keyframe whose windows match weakly (a dark stretch at night) leans more on the past, one that
+matches sharply less (`memory_z`).
 
 Places are map frames: the answer is the map frame aligned with the newest query keyframe.
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
@@ -58,6 +60,8 @@ class MatchConfig:
     max_speed: float = 2.0
     speed_steps: int = 13            # speeds, geometrically spaced (ratio 1.12 from 0.5 to 2)
     speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
+    memory_z: float = 5.0            # vision-only: at this best window z-score the weight is speed_memory; weaker
+                                     # windows lean more on the past: speed_memory ** (z / memory_z); 0 = fixed
     odometry_memory: float = 0.95    # with odometry: the same along each odometry-scale trajectory
     odometry_scale_error: float = 0.25   # odometry scales searched: 1/(1+e) .. 1+e
     odometry_steps: int = 5              # (0.8, 0.89, 1, 1.12, 1.25): an odometer 15 % long or short
@@ -73,8 +77,9 @@ class MatchConfig:
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1 or self.keyframe_distance < 0 or self.keyframe_change < 0:
-            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance and keyframe_change >= 0')
+        if min(self.top_k, self.retrieval_k) < 1 or min(self.keyframe_distance, self.keyframe_change,
+                                                         self.memory_z) < 0:
+            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance, keyframe_change, memory_z >= 0')
         if self.index_search not in ('auto', 'hnsw', 'exact'):
             raise ValueError(f"index_search must be 'auto', 'hnsw' or 'exact', got {self.index_search!r}")
 
@@ -671,6 +676,9 @@ class Session:
         flat = index.to(rows.device, rows.dtype).transpose(0, 1).reshape(length, h * e)
         laid = fractional_rows(rows, flat, slots).mean(0).reshape(h, e)                  # (H, E)
         scores = zscore(self._candidates(laid, ends, stamp), background)
+        if alignment == 'vision' and match.memory_z > 0:   # weak evidence: lean on the past, sharp: on the present
+            sharpness = float(scores.nan_to_num(neginf=-1e9).max()) / match.memory_z
+            memory = memory ** min(max(sharpness, 0.25), 4.0)
         scores = self._along_trajectories(scores, ends, previous.to(rows.device, rows.dtype), memory, n)
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
         return scores[choice].float(), ends, alignment, float(speeds[choice])

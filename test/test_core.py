@@ -266,3 +266,20 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
                 assert search == 'hnsw' or set(newest.hits.tolist()) == set(exact.tolist())
         assert recall(answers[search], np.arange(60)) > 0.9
     assert [a.place for a in answers['exact']] == [a.place for a in answers['hnsw']]
+
+
+def test_a_dark_stretch_is_crossed_on_the_past_evidence(ckpt, gp_root, backbone):
+    """Vision-only through ten frames whose views lost most of their content (a dark street at
+    night): windows that match weakly lean on the trajectory's past (memory_z), so the answers keep
+    following the route; with a fixed memory they lose it there."""
+    night = describe_traversal(backbone, load_traversal(gp_root / 'night_right', limit=60), progress=False)
+    query = night.clone()
+    noise = torch.randn(query[30:40].shape, generator=torch.Generator().manual_seed(0))
+    query[30:40] = 0.3 * query[30:40] + 0.7 * night.mean(0) + 0.2 * night.std(0) * noise
+    crossing = {}
+    for memory_z in (MatchConfig.memory_z, 0.0):
+        answers = Localizer(ckpt, 'cpu', MatchConfig(memory_z=memory_z)).run(query)
+        crossing[memory_z] = recall([a for a in answers if 30 <= a.frame < 50], np.arange(60))
+    assert crossing[MatchConfig.memory_z] >= 0.95 and crossing[MatchConfig.memory_z] > crossing[0.0], crossing
+    with pytest.raises(ValueError, match='memory_z'):
+        MatchConfig(memory_z=-1.0)
