@@ -47,6 +47,9 @@ from .index import PlaceIndex, Rows
 from .model import Standardiser, head_input
 
 
+INDEX_SEARCH = ('auto', 'hnsw', 'exact')   # MatchConfig.index_search: auto = exact on CUDA, HNSW otherwise
+
+
 @dataclass
 class MatchConfig:
     lstm_weight: float = 0.0    # weight of the LSTM classifier's scores (0: sequence matching alone, measured best)
@@ -77,11 +80,12 @@ class MatchConfig:
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if min(self.top_k, self.retrieval_k) < 1 or min(self.keyframe_distance, self.keyframe_change,
-                                                         self.memory_z) < 0:
-            raise ValueError('top_k and retrieval_k must be >= 1; keyframe_distance, keyframe_change, memory_z >= 0')
-        if self.index_search not in ('auto', 'hnsw', 'exact'):
-            raise ValueError(f"index_search must be 'auto', 'hnsw' or 'exact', got {self.index_search!r}")
+        if self.top_k < 1 or self.retrieval_k < 1:
+            raise ValueError('top_k and retrieval_k must be >= 1')
+        if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
+            raise ValueError('keyframe_distance, keyframe_change and memory_z must be >= 0')
+        if self.index_search not in INDEX_SEARCH:
+            raise ValueError(f'index_search must be one of {INDEX_SEARCH}, got {self.index_search!r}')
 
     @property
     def speeds(self) -> np.ndarray:

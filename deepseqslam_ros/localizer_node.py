@@ -36,7 +36,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .backbones import pick_device
 from .checkpoint import load_checkpoint
-from .core import Frame, Localizer, MatchConfig, Recognition, split_stamp
+from .core import INDEX_SEARCH, Frame, Localizer, MatchConfig, Recognition, split_stamp
 from .odometry import OdometryBuffer
 
 PARAMETERS = {  # name: (default, description)
@@ -76,7 +76,7 @@ PARAMETERS = {  # name: (default, description)
     'diagnostics_period': (1.0, 's between /diagnostics messages'),
 }
 CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
-           'map_mode': ('localize', 'online'), 'index_search': ('auto', 'hnsw', 'exact'),
+           'map_mode': ('localize', 'online'), 'index_search': INDEX_SEARCH,
            'precision': ('float32', 'float16', 'bfloat16')}
 RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'diagnostics_period', 'keyframe_distance',
            'keyframe_change', 'min_speed', 'max_speed'}   # applied by `ros2 param set`; the others are read-only
