@@ -4,7 +4,7 @@ and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
     .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far
-    .venv/bin/python benchmarks/bench_scale.py --index-search exact [--device cuda]   # exact search, not HNSW
+    .venv/bin/python benchmarks/bench_scale.py --index-search exact [--device cuda]   # exact search, not pq
 
 Distractors: the frames of Nordland part 1 (summer and winter, another route: real views that are
 not Gardens Point) when the data is there, and synthetic routes drawn to match the real routes'
@@ -115,10 +115,10 @@ def measure(localizer: Localizer, query: torch.Tensor, offset: int, exact_k: int
 
 
 def bytes_per_place(localizer: Localizer) -> float:
-    """The map's memory: compact descriptors, the HNSW graph, positions, stamps and names."""
+    """The map's memory: compact descriptors, the quantiser's codes, positions, stamps and names."""
     index = localizer.index
     n = len(index)
-    total = index.compact.values.nbytes + (0 if index.graph is None else faiss.serialize_index(index.graph).nbytes)
+    total = index.compact.values.nbytes + (0 if index.codes is None else faiss.serialize_index(index.codes).nbytes)
     total += localizer.map_stamps.nbytes + sum(sys.getsizeof(name) for name in localizer.map_names) + 8 * n
     if localizer.map_positions is not None:
         total += localizer.map_positions.nbytes
@@ -173,7 +173,7 @@ def main() -> int:
     parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,
                         help='maps with more frames are verified through the index (--online)')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=MatchConfig.index_search,
-                        help='hnsw (approximate, CPU) or exact (on the device); auto = exact on CUDA')
+                        help='pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA')
     parser.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     parser.add_argument('--seed', type=int, default=0, help='another map: other distractors, real frames elsewhere')
     parser.add_argument('--json')

@@ -47,7 +47,7 @@ from .index import PlaceIndex, Rows
 from .model import Standardiser, head_input
 
 
-INDEX_SEARCH = ('auto', 'hnsw', 'exact')   # MatchConfig.index_search: auto = exact on CUDA, HNSW otherwise
+INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search: auto = exact on CUDA, pq otherwise
 
 
 @dataclass
@@ -74,14 +74,14 @@ class MatchConfig:
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe (and best places carried over)
     retrieval_dim: int = 256         # size of the index's compact descriptors
-    index_search: str = 'auto'       # 'hnsw' (approximate), 'exact' (on the device); auto: exact on CUDA
+    index_search: str = 'auto'       # 'pq' (quantised scan, re-ranked), 'exact' (on the device); auto: exact on CUDA
 
     def __post_init__(self):
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1:
-            raise ValueError('top_k and retrieval_k must be >= 1')
+        if self.top_k < 1 or self.retrieval_k < 1 or self.retrieval_dim < 2 or self.retrieval_dim % 2:
+            raise ValueError('top_k and retrieval_k must be >= 1, retrieval_dim even')
         if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
             raise ValueError('keyframe_distance, keyframe_change and memory_z must be >= 0')
         if self.index_search not in INDEX_SEARCH:

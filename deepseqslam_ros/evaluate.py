@@ -123,7 +123,7 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
                         help='maps with more frames verify only the places the index retrieves')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=d.index_search,
-                        help='hnsw (approximate, CPU) or exact (on the device); auto = exact on CUDA')
+                        help='pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA')
 
 
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:

@@ -2,14 +2,17 @@
 
 Map frames' standardised descriptors are projected to `dim` values by a fixed random orthonormal
 matrix (seeded, so every map and query of every run shares it; cosine similarities are kept up to
-a small distortion) and kept as float16 for verification. A keyframe's top-K map frames come from
-either
-- an HNSW graph (FAISS, float16 vectors): approximate, well under a millisecond at 100k frames on a
-  CPU (the default there), or
+a small distortion) and kept as float16 for verification. A keyframe's candidates come from either
+- a product-quantisation fast scan over every frame (FAISS `IndexPQFastScan`, `dim / 2` 4-bit
+  codes: 64 B per frame at 256 values), its best `shortlist` frames (the CPU default: ~3 ms at 1M
+  frames on this project's CPU), or
 - exact search: one float16 product with every compact descriptor, on the localizer's device (the
-  default on CUDA, where 1M frames take 0.5 GB of GPU memory; on this project's CPU ~2 ms at 100k
-  frames, 20-30 ms at 1M).
-Frames are added one by one as an online map grows.
+  default on CUDA, where 1M frames take 0.5 GB of GPU memory; 20-30 ms at 1M on this CPU);
+and the candidates are re-ranked by float32 products with their compact descriptors.
+Frames are added one by one as an online map grows. The quantiser is trained once the map has
+`quantize_from` frames (until then every frame is scored exactly), and again each time the map has
+doubled, up to TRAIN_MAX frames; frames added since are encoded `encode_batch` at a time (FAISS
+copies every code on each addition) and scored exactly until then.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import faiss
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+TRAIN_MAX = 65536   # frames the quantiser is trained on, at most (a seeded sample of a bigger map)
 
 
 class Rows:
@@ -40,20 +45,20 @@ class Rows:
 
 
 class PlaceIndex:
-    """Compact descriptors of the map frames, searched by an HNSW graph (inner product) or, with an
-    `exact` device, exactly on that device (a copy of the compact descriptors lives there)."""
+    """Compact descriptors of the map frames, searched by a product-quantisation fast scan or, with
+    an `exact` device, exactly on that device (a copy of the compact descriptors lives there)."""
 
-    def __init__(self, descriptor_dim: int, dim: int = 256, links: int = 32, search_depth: int = 400,
-                 exact: str | torch.device | None = None):
+    def __init__(self, descriptor_dim: int, dim: int = 256, exact: str | torch.device | None = None,
+                 shortlist: int = 1000, quantize_from: int = 4096, encode_batch: int = 4096):
         generator = torch.Generator().manual_seed(0)
         self.projection = torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
-        self.graph = self.exact = None
-        if exact is None:
-            self.graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, links, faiss.METRIC_INNER_PRODUCT)
-            self.graph.hnsw.efSearch = search_depth
-        elif torch.device(exact).type != 'cpu':
+        self.shortlist, self.quantize_from, self.encode_batch = shortlist, quantize_from, encode_batch
+        self.exact = self.codes = None
+        self.trained_on = 0   # frames the quantiser was trained with (0: not yet)
+        if exact is not None and torch.device(exact).type != 'cpu':
             self.exact = Rows(torch.zeros(0, dim, dtype=torch.float16, device=exact))
+        self.quantized = exact is None
 
     def __len__(self) -> int:
         return self.compact.n
@@ -67,28 +72,48 @@ class PlaceIndex:
         for start in range(0, len(descriptors), chunk):
             self.add_compact(self.project(descriptors[start:start + chunk]))
 
-    def add_compact(self, compact: torch.Tensor, chunk: int = 65536) -> None:
+    def add_compact(self, compact: torch.Tensor) -> None:
         """Append map frames given as their compact descriptors (a compact map being loaded)."""
-        for start in range(0, len(compact), chunk):
-            rows = compact[start:start + chunk]
-            self.compact.append(rows.half())
-            if self.graph is not None:
-                self.graph.add(np.ascontiguousarray(rows.float().numpy()))
-            elif self.exact is not None:
-                self.exact.append(rows.half().to(self.exact.buffer.device))
+        self.compact.append(compact.half())
+        if self.exact is not None:
+            self.exact.append(compact.half().to(self.exact.buffer.device))
+        if self.quantized:
+            self._encode()
+
+    def _encode(self, chunk: int = 65536) -> None:
+        """Train the quantiser when the map has reached quantize_from frames or doubled since (up to
+        TRAIN_MAX); encode the frames not yet encoded, once there are encode_batch of them."""
+        n, values = len(self), self.compact.values
+        if n >= max(self.quantize_from, 2 * self.trained_on) and self.trained_on < TRAIN_MAX:
+            sample = values if n <= TRAIN_MAX else \
+                values[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_MAX]]
+            dim = values.shape[1]
+            self.codes = faiss.IndexPQFastScan(dim, dim // 2, 4, faiss.METRIC_INNER_PRODUCT)
+            self.codes.train(np.ascontiguousarray(sample.float().numpy()))
+            self.trained_on = n
+        if self.codes is not None and (self.codes.ntotal == 0 or n - self.codes.ntotal >= self.encode_batch):
+            for start in range(self.codes.ntotal, n, chunk):
+                self.codes.add(np.ascontiguousarray(values[start:start + chunk].float().numpy()))
 
     def search(self, compact: torch.Tensor, k: int, limit: int | None = None) -> torch.Tensor:
         """Map frames most like one projected keyframe: up to k ids, among the first `limit` frames."""
         limit = len(self) if limit is None else min(limit, len(self))
         if limit <= 0:
             return torch.zeros(0, dtype=torch.long)
-        if self.graph is None:   # float16 products, then the best k + 16 re-ranked in float32 (near-ties)
-            rows = (self.compact if self.exact is None else self.exact).values[:limit]
-            query = compact.to(rows.device)
-            near = (rows @ query.half()).topk(min(k + 16, limit)).indices
-            return near[(rows[near].float() @ query.float()).topk(min(k, limit)).indices].cpu()
-        params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorRange(0, limit),
-                                            efSearch=max(self.graph.hnsw.efSearch, k))
-        _, ids = self.graph.search(np.ascontiguousarray(compact.reshape(1, -1).numpy()), min(k, limit), params=params)
-        ids = torch.from_numpy(ids[0])
-        return ids[ids >= 0]
+        if not self.quantized:
+            near = self._nearest((self.compact if self.exact is None else self.exact).values[:limit], compact, k)
+        else:   # the fast scan's shortlist (frames past `limit` dropped) and the frames not yet encoded
+            encoded = 0 if self.codes is None else min(self.codes.ntotal, limit)
+            near = encoded + self._nearest(self.compact.values[encoded:limit], compact, k)
+            if encoded:
+                wanted = min(self.shortlist + self.codes.ntotal - encoded, self.codes.ntotal)
+                _, ids = self.codes.search(np.ascontiguousarray(compact.reshape(1, -1).numpy()), wanted)
+                ids = torch.from_numpy(ids[0])
+                near = torch.cat([ids[(ids >= 0) & (ids < limit)], near])
+        return near[(self.compact.values[near].float() @ compact.float()).topk(min(k, len(near))).indices]
+
+    @staticmethod
+    def _nearest(rows: torch.Tensor, compact: torch.Tensor, k: int) -> torch.Tensor:
+        """The k + 16 rows with the largest float16 products (on the rows' device; to be re-ranked in
+        float32: float16 near-ties)."""
+        return (rows @ compact.to(rows.device).half()).topk(min(k + 16, len(rows))).indices.cpu()

@@ -222,39 +222,50 @@ def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt, retrieval_l
 
 
 def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
-    """The HNSW index over compact descriptors agrees with exact search over the same compact
-    descriptors, grows by rows, and never returns a frame at or past `limit` (an online map's young frames)."""
+    """The quantised index agrees with exact search over the same compact descriptors, before and
+    after its quantiser is (re)trained as the map grows by rows (new rows encoded in batches), and
+    never returns a frame at or past `limit` (an online map's young frames); exact search finds
+    exactly the brute force's top-K."""
     from deepseqslam_ros.index import PlaceIndex
     rng = torch.Generator().manual_seed(1)
     descriptors = torch.nn.functional.normalize(torch.randn(3000, ckpt.config.descriptor_dim, generator=rng), dim=-1)
-    index = PlaceIndex(ckpt.config.descriptor_dim, dim=64)
-    index.add(descriptors[:2000])
-    for row in descriptors[2000:]:
+    queries = descriptors[:50] + 0.05 * torch.randn(50, descriptors.shape[1], generator=rng)
+    index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, shortlist=100, quantize_from=700, encode_batch=200)
+
+    def found(index, n):
+        compact = index.project(queries)
+        exact = (compact @ index.compact.values[:n].float().T).topk(10).indices
+        return np.mean([len(set(index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(compact, exact)])
+
+    index.add(descriptors[:600])
+    assert index.codes is None and found(index, 600) == 1.0      # not trained yet: every frame scored exactly
+    for row in descriptors[600:1500]:
         index.add(row[None])
-    assert len(index) == 3000 and index.compact.values.dtype == torch.float16
-    queries = index.project(descriptors[:50] + 0.05 * torch.randn(50, descriptors.shape[1], generator=rng))
-    exact = (queries @ index.compact.values.float().T).topk(10).indices
-    found = [len(set(index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(queries, exact)]
-    assert np.mean(found) >= 0.95
-    assert all(int(index.search(q, 10, limit=1000).max()) < 1000 for q in queries)
-    assert len(index.search(queries[0], 10, limit=0)) == 0
+    assert (index.trained_on, index.codes.ntotal) == (1400, 1400)  # trained at 700 frames, again at 1,400;
+    assert found(index, 1500) >= 0.95                               # 100 frames wait for the next batch
+    index.add(descriptors[1500:])
+    assert len(index) == index.codes.ntotal == 3000 and index.compact.values.dtype == torch.float16
+    assert found(index, 3000) >= 0.95
+    compact = index.project(queries)
+    assert all(int(index.search(q, 10, limit=1000).max()) < 1000 for q in compact)
+    assert len(index.search(compact[0], 10, limit=0)) == 0
     # exact search (the default on CUDA; here on the CPU) finds exactly what the brute force finds
     exact_index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, exact='cpu')
     exact_index.add(descriptors)
-    assert exact_index.graph is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
-    found = [len(set(exact_index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(queries, exact)]
-    assert np.mean(found) == 1.0, found
-    assert all(int(exact_index.search(q, 10, limit=1000).max()) < 1000 for q in queries)
+    assert exact_index.codes is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
+    assert found(exact_index, 3000) == 1.0
+    assert all(int(exact_index.search(q, 10, limit=1000).max()) < 1000 for q in compact)
 
 
 def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     """index_search='exact' (what CUDA gets by default) through the whole retrieval path: the index
-    returns the exact top-K for every keyframe and day_right is recognised as with the HNSW graph."""
+    returns the exact top-K for every keyframe and day_right is recognised as with the pq index (which,
+    this map being smaller than its quantize_from, scores every frame exactly too)."""
     descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     answers = {}
-    for search in ('hnsw', 'exact'):
+    for search in ('pq', 'exact'):
         localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search))
-        assert (localizer.index.graph is None) == (search == 'exact')
+        assert localizer.index.quantized == (search == 'pq')
         session = localizer.session()
         answers[search] = []
         for d in descriptors:
@@ -263,9 +274,9 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
                 answers[search].append(answer)
                 newest = session.window[-1]
                 exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
-                assert search == 'hnsw' or set(newest.hits.tolist()) == set(exact.tolist())
+                assert set(newest.hits.tolist()) == set(exact.tolist())
         assert recall(answers[search], np.arange(60)) > 0.9
-    assert [a.place for a in answers['exact']] == [a.place for a in answers['hnsw']]
+    assert [a.place for a in answers['exact']] == [a.place for a in answers['pq']]
 
 
 def test_a_dark_stretch_is_crossed_on_the_past_evidence(ckpt, gp_root, backbone):
