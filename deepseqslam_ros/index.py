@@ -11,8 +11,8 @@ a small distortion) and kept as float16 for verification. A keyframe's candidate
 and the candidates are re-ranked by float32 products with their compact descriptors.
 Frames are added one by one as an online map grows. The quantiser is trained once the map has
 `quantize_from` frames (until then every frame is scored exactly), and again each time the map has
-doubled, up to TRAIN_MAX frames; frames added since are encoded `encode_batch` at a time (FAISS
-copies every code on each addition) and scored exactly until then.
+doubled, up to TRAIN_MAX frames; frames added since are encoded `encode_batch` at a time and scored
+exactly until then (one FAISS addition per keyframe cost ~1.5 ms in a running session).
 """
 from __future__ import annotations
 
