@@ -232,10 +232,11 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     queries = descriptors[:50] + 0.05 * torch.randn(50, descriptors.shape[1], generator=rng)
     index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, shortlist=100, quantize_from=700, encode_batch=200)
 
-    def found(index, n):
+    def found(index, n, limit=None):   # mean overlap with the exact top 10 among the first `limit` of n frames
         compact = index.project(queries)
-        exact = (compact @ index.compact.values[:n].float().T).topk(10).indices
-        return np.mean([len(set(index.search(q, 10).tolist()) & set(e.tolist())) / 10 for q, e in zip(compact, exact)])
+        exact = (compact @ index.compact.values[:min(n, limit or n)].float().T).topk(10).indices
+        return np.mean([len(set(index.search(q, 10, limit).tolist()) & set(e.tolist())) / 10
+                        for q, e in zip(compact, exact)])
 
     index.add(descriptors[:600])
     assert index.codes is None and found(index, 600) == 1.0      # not trained yet: every frame scored exactly
@@ -248,13 +249,13 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     assert found(index, 3000) >= 0.95
     compact = index.project(queries)
     assert all(int(index.search(q, 10, limit=1000).max()) < 1000 for q in compact)
+    assert found(index, 3000, limit=1000) >= 0.95
     assert len(index.search(compact[0], 10, limit=0)) == 0
     # exact search (the default on CUDA; here on the CPU) finds exactly what the brute force finds
     exact_index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, exact='cpu')
     exact_index.add(descriptors)
     assert exact_index.codes is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
-    assert found(exact_index, 3000) == 1.0
-    assert all(int(exact_index.search(q, 10, limit=1000).max()) < 1000 for q in compact)
+    assert found(exact_index, 3000) == found(exact_index, 3000, limit=1000) == 1.0
 
 
 def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
