@@ -280,6 +280,29 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     assert [a.place for a in answers['exact']] == [a.place for a in answers['pq']]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (exact search on the GPU is its default)')
+def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone):
+    """On CUDA, `auto` is exact search with the compact descriptors mirrored on the GPU; it retrieves
+    the exact top-K and answers as the CPU does (up to float near-ties)."""
+    descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
+    answers = {}
+    for device in ('cpu', 'cuda'):
+        localizer = Localizer(ckpt, device, MatchConfig(retrieval_limit=0, index_search='auto' if device == 'cuda'
+                                                        else 'exact'))
+        assert not localizer.index.quantized
+        assert (localizer.index.exact is not None) == (device == 'cuda')
+        if device == 'cuda':
+            assert localizer.index.exact.values.device.type == 'cuda'
+        session = localizer.session()
+        answers[device] = [a for a in (session.step(d) for d in descriptors) if a is not None]
+        newest = session.window[-1]
+        exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
+        assert set(newest.hits.tolist()) == set(exact.tolist())
+    assert recall(answers['cuda'], np.arange(60)) > 0.9
+    same = np.mean([a.place == b.place for a, b in zip(answers['cpu'], answers['cuda'])])
+    assert len(answers['cpu']) == len(answers['cuda']) and same >= 0.95, same
+
+
 def test_a_dark_stretch_is_crossed_on_the_past_evidence(ckpt, gp_root, backbone):
     """Vision-only through ten frames whose views lost most of their content (a dark street at
     night): windows that match weakly lean on the trajectory's past (memory_z), so the answers keep
