@@ -27,7 +27,7 @@ class PlaceMap:
     positions:   (N, 2) frame positions in the map frame, or None (vision-only map).
     stamps:      (N,) frame stamps in seconds (frame index for image folders).
     names:       N frame names (image file names, or 'online/<stamp>').
-    embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places.
+    embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places (none in online maps).
     online:      built while driving (places = every window, matched by sequence alone), not the
                  training traversal whose places are the classifier's classes.
     compact:     descriptors are the place index's (N, retrieval_dim) float16 projections (a big map).

@@ -299,8 +299,9 @@ class Localizer:
         if positions is None and self.online:
             positions = torch.full((len(places), 2), math.nan, dtype=torch.float64)
         self._index: PlaceIndex | None = None
+        embeddings = torch.zeros(0, self.cfg.hidden) if self.online else places.embeddings.float()   # online: none
         self._map = {'descriptors': None, 'positions': None if positions is None else Rows(positions.double()),
-                     'stamps': Rows(places.stamps.double()), 'embeddings': Rows(places.embeddings.float())}
+                     'stamps': Rows(places.stamps.double()), 'embeddings': Rows(embeddings)}
         if places.compact:
             self._index = self._new_index()
             self._index.add_compact(places.descriptors)
@@ -319,7 +320,8 @@ class Localizer:
         self._map['embeddings'] = Rows(torch.zeros(0, self.cfg.hidden))
 
     map_stamps = property(lambda self: self._map['stamps'].values, doc='(N,) seconds')
-    map_embeddings = property(lambda self: self._map['embeddings'].values, doc='(N or n_places, hidden)')
+    map_embeddings = property(lambda self: self._map['embeddings'].values,
+                              doc='(n_places, hidden) of a checkpoint map; none for online and compact maps')
     compact = property(lambda self: self._map['descriptors'] is None, doc='the map keeps compact descriptors only')
 
     @property
@@ -418,12 +420,11 @@ class Localizer:
     def place_stamp(self, place: int) -> float:
         return float(self.map_stamps[place])
 
-    def add_place(self, standardised: torch.Tensor, position, stamp: float, embedding: torch.Tensor | None) -> None:
+    def add_place(self, standardised: torch.Tensor, position, stamp: float) -> None:
         """Append one keyframe to an online map (amortised: no copy of the map per keyframe); past
         retrieval_limit frames the map turns compact."""
         if not self.compact:
             self._map['descriptors'].append(standardised)
-            self._map['embeddings'].append(torch.zeros(self.cfg.hidden) if embedding is None else embedding.cpu())
         self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
                                       else torch.as_tensor(position, dtype=torch.float64))
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
@@ -562,8 +563,7 @@ class Session:
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
-            head = self._head() if full and not loc.compact else None
-            loc.add_place(standardised, xy, stamp, None if head is None else head[1])
+            loc.add_place(standardised, xy, stamp)
         return answer
 
     def _odometry(self, position) -> tuple[np.ndarray | None, float | None]:
@@ -581,16 +581,15 @@ class Session:
         return xy, 0.0 if previous is None else float(np.linalg.norm(xy - previous))
 
     # ------------------------------------------------------------ matching
-    def _head(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """LSTM logits and embedding of the window; None when the head needs a missing position."""
+    def _logits(self) -> torch.Tensor | None:
+        """The LSTM classifier's logits for the window; None when the head needs a missing position."""
         positions = None
         if self.loc.cfg.use_positions:
             if any(k.position is None for k in self.window):
                 return None
             positions = torch.stack([k.position for k in self.window])[None]
         query = torch.stack([k.standardised for k in self.window])[None]
-        logits, embedding = self.loc.head(head_input(query, positions))
-        return logits[0], embedding[0]
+        return self.loc.head(head_input(query, positions))[0][0]
 
     def _rows(self) -> torch.Tensor:
         """(L, N) similarity of the window's keyframes to every map frame (extended if the map grew)."""
@@ -725,10 +724,10 @@ class Session:
         loc, length = self.loc, self.loc.cfg.seq_len
         scores, ends, alignment, speed = self._sequence_scores(stamp)
         weight = loc.match.lstm_weight
-        head = self._head() if weight > 0 and not loc.online and ends is None else None
-        if head is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
+        logits = self._logits() if weight > 0 and not loc.online and ends is None else None
+        if logits is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
             lstm = torch.full_like(scores, -math.inf)
-            lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(head[0], dim=0))
+            lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(logits, dim=0))
             scores = (scores + weight * lstm) / (1 + weight)
         valid = int(torch.isfinite(scores).sum())
         if valid < 1:
