@@ -19,12 +19,12 @@ def run(tmp_path, *args):
 
 @pytest.mark.slow
 def test_night_queries_find_the_real_places_among_distractors(tmp_path):
-    rows, out = run(tmp_path, '--sizes', '3000')
+    rows, out = run(tmp_path, '--sizes', '5000')   # past the index's quantize_from: the quantised scan answers
     (row,) = rows
     keys = {'places', 'p50_ms', 'p95_ms', 'bytes_per_place', 'recall@1', 'index_recall', 'true_retrieved'}
     assert set(row) >= keys, out
-    assert row['places'] == 3000 and row['bytes_per_place'] < 2048
-    assert row['recall@1'] >= 0.6 and row['index_recall'] >= 0.8, out
+    assert row['places'] == 5000 and row['bytes_per_place'] < 2048
+    assert row['recall@1'] >= 0.6 and row['index_recall'] >= 0.99, out
 
 
 @pytest.mark.slow
