@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from deepseqslam_ros.backbones import Backbone
 from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
-from deepseqslam_ros.core import INDEX_SEARCH, Localizer, MatchConfig
+from deepseqslam_ros.core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.index import PlaceIndex
 from deepseqslam_ros.model import Standardiser
@@ -173,7 +173,7 @@ def main() -> int:
     parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,
                         help='maps with more frames are verified through the index (--online)')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=MatchConfig.index_search,
-                        help='pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA')
+                        help=INDEX_SEARCH_HELP)
     parser.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     parser.add_argument('--seed', type=int, default=0, help='another map: other distractors, real frames elsewhere')
     parser.add_argument('--json')

@@ -47,7 +47,8 @@ from .index import PlaceIndex, Rows
 from .model import Standardiser, head_input
 
 
-INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search: auto = exact on CUDA, pq otherwise
+INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
+INDEX_SEARCH_HELP = 'pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA'
 
 
 @dataclass
@@ -420,16 +421,19 @@ class Localizer:
     def place_stamp(self, place: int) -> float:
         return float(self.map_stamps[place])
 
-    def add_place(self, standardised: torch.Tensor, position, stamp: float) -> None:
+    def add_place(self, standardised: torch.Tensor, position, stamp: float,
+                  projected: torch.Tensor | None = None) -> None:
         """Append one keyframe to an online map (amortised: no copy of the map per keyframe); past
-        retrieval_limit frames the map turns compact."""
+        retrieval_limit frames the map turns compact. `projected`: its index projection, if already made."""
         if not self.compact:
             self._map['descriptors'].append(standardised)
         self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
                                       else torch.as_tensor(position, dtype=torch.float64))
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
         self.map_names.append(f'online/{stamp:.3f}')
-        if self._index is not None:
+        if self._index is not None and projected is not None:
+            self._index.add_compact(projected[None])
+        elif self._index is not None:
             self._index.add(standardised[None])
         if self.retrieval and not self.compact:
             self._compact()
@@ -563,7 +567,7 @@ class Session:
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
-            loc.add_place(standardised, xy, stamp)
+            loc.add_place(standardised, xy, stamp, self.window[-1].compact)
         return answer
 
     def _odometry(self, position) -> tuple[np.ndarray | None, float | None]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
-from .core import INDEX_SEARCH, Localizer, MatchConfig, Recognition
+from .core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
 from .metrics import hit_metrics, place_metrics, precision_recall, score_matrix_metrics
 from .seqslam import patch_normalised, sequence_scores
@@ -123,7 +123,7 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
                         help='maps with more frames verify only the places the index retrieves')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=d.index_search,
-                        help='pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA')
+                        help=INDEX_SEARCH_HELP)
 
 
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:

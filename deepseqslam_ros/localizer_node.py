@@ -36,7 +36,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .backbones import pick_device
 from .checkpoint import load_checkpoint
-from .core import INDEX_SEARCH, Frame, Localizer, MatchConfig, Recognition, split_stamp
+from .core import INDEX_SEARCH, INDEX_SEARCH_HELP, Frame, Localizer, MatchConfig, Recognition, split_stamp
 from .odometry import OdometryBuffer
 
 PARAMETERS = {  # name: (default, description)
@@ -62,8 +62,7 @@ PARAMETERS = {  # name: (default, description)
     'retrieval_limit': (MatchConfig.retrieval_limit,
                         'maps with more frames verify only the places the index retrieves'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
-    'index_search': (MatchConfig.index_search,
-                     'pq (quantised scan, re-ranked; CPU), exact (on the device); auto = exact on CUDA'),
+    'index_search': (MatchConfig.index_search, INDEX_SEARCH_HELP),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
     'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),

@@ -258,6 +258,19 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     assert found(exact_index, 3000) == found(exact_index, 3000, limit=1000) == 1.0
 
 
+def answers_retrieving_exactly(localizer, descriptors):
+    """Step `descriptors` through a session; every answered keyframe's hits are the exact top-K."""
+    session, answers = localizer.session(), []
+    for d in descriptors:
+        answer = session.step(d)
+        if answer is not None:
+            answers.append(answer)
+            newest = session.window[-1]
+            exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
+            assert set(newest.hits.tolist()) == set(exact.tolist())
+    return answers
+
+
 def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     """index_search='exact' (what CUDA gets by default) through the whole retrieval path: the index
     returns the exact top-K for every keyframe and day_right is recognised as with the pq index (which,
@@ -267,15 +280,7 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     for search in ('pq', 'exact'):
         localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search))
         assert localizer.index.quantized == (search == 'pq')
-        session = localizer.session()
-        answers[search] = []
-        for d in descriptors:
-            answer = session.step(d)
-            if answer is not None:
-                answers[search].append(answer)
-                newest = session.window[-1]
-                exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
-                assert set(newest.hits.tolist()) == set(exact.tolist())
+        answers[search] = answers_retrieving_exactly(localizer, descriptors)
         assert recall(answers[search], np.arange(60)) > 0.9
     assert [a.place for a in answers['exact']] == [a.place for a in answers['pq']]
 
@@ -293,11 +298,7 @@ def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone):
         assert (localizer.index.exact is not None) == (device == 'cuda')
         if device == 'cuda':
             assert localizer.index.exact.values.device.type == 'cuda'
-        session = localizer.session()
-        answers[device] = [a for a in (session.step(d) for d in descriptors) if a is not None]
-        newest = session.window[-1]
-        exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
-        assert set(newest.hits.tolist()) == set(exact.tolist())
+        answers[device] = answers_retrieving_exactly(localizer, descriptors)
     assert recall(answers['cuda'], np.arange(60)) > 0.9
     same = np.mean([a.place == b.place for a, b in zip(answers['cpu'], answers['cuda'])])
     assert len(answers['cpu']) == len(answers['cuda']) and same >= 0.95, same
