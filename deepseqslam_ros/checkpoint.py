@@ -12,7 +12,7 @@ import torch
 from .model import ModelConfig, SequenceHead
 
 FORMAT = 'deepseqslam_ros.checkpoint'
-VERSION = 1
+VERSION = 2   # 2: the head reads compact descriptors and may be a place embedding (2026-12-01)
 
 
 class CheckpointError(RuntimeError):
@@ -27,10 +27,11 @@ class PlaceMap:
     positions:   (N, 2) frame positions in the map frame, or None (vision-only map).
     stamps:      (N,) frame stamps in seconds (frame index for image folders).
     names:       N frame names (image file names, or 'online/<stamp>').
-    embeddings:  (n_places, hidden) unit-norm sequence embeddings of the places (none in online maps).
+    embeddings:  (N, hidden) unit-norm sequence embeddings of the windows that end at each frame (the
+                 places the embedding index retrieves; empty when the head is the paper's classifier).
     online:      built while driving (places = every window, matched by sequence alone), not the
                  training traversal whose places are the classifier's classes.
-    compact:     descriptors are the place index's (N, retrieval_dim) float16 projections (a big map).
+    compact:     descriptors are the place index's (N, compact_dim) float16 projections (a big map).
     """
     descriptors: torch.Tensor
     positions: torch.Tensor | None
@@ -97,7 +98,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f'{path} is not a deepseqslam_ros checkpoint (the reference code\'s '
                               '.pth.tar files hold CNN+LSTM weights only; retrain with deepseqslam-train)')
     if blob.get('version') != VERSION:
-        raise CheckpointError(f'{path} has checkpoint version {blob.get("version")}, this code reads {VERSION}')
+        raise CheckpointError(f'{path} has checkpoint version {blob.get("version")}, this code reads {VERSION}: '
+                              'retrain it with deepseqslam-train')
     try:
         config = ModelConfig(**blob['config'])
         ckpt = Checkpoint(config, blob['head'], blob['mean'], blob['std'], blob['position_center'],
@@ -111,6 +113,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if places.descriptors.shape != (len(places), dim) or ckpt.mean.shape != (config.descriptor_dim,):
         raise CheckpointError(f'checkpoint {path}: place descriptors {tuple(places.descriptors.shape)} '
                               f'do not match descriptor_dim {dim}')
+    if places.embeddings.dim() != 2 or len(places.embeddings) not in (0, len(places)) \
+            or places.embeddings.shape[1] != config.hidden:
+        raise CheckpointError(f'checkpoint {path}: place embeddings {tuple(places.embeddings.shape)} do not match '
+                              f'{len(places)} frames of hidden size {config.hidden}')
     if not places.online and len(places) < config.n_places + config.seq_len - 1:
         raise CheckpointError(f'checkpoint {path}: {len(places)} frames cannot hold '
                               f'{config.n_places} places of {config.seq_len} frames')

@@ -43,8 +43,8 @@ from torch.nn import functional as F
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
-from .index import PlaceIndex, Rows
-from .model import Standardiser, head_input
+from .index import PlaceIndex, Rows, compact_projection, project
+from .model import Standardiser, embed_frames, head_input
 
 
 INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
@@ -73,16 +73,16 @@ class MatchConfig:
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
-    retrieval_k: int = 15            # map frames retrieved per keyframe (and best places carried over)
-    retrieval_dim: int = 256         # size of the index's compact descriptors
+    retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
+                                     # embedding (and best places carried over)
     index_search: str = 'auto'       # 'pq' (quantised scan, re-ranked), 'exact' (on the device); auto: exact on CUDA
 
     def __post_init__(self):
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1 or self.retrieval_dim < 2 or self.retrieval_dim % 2:
-            raise ValueError('top_k and retrieval_k must be >= 1, retrieval_dim even')
+        if self.top_k < 1 or self.retrieval_k < 1:
+            raise ValueError('top_k and retrieval_k must be >= 1')
         if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
             raise ValueError('keyframe_distance, keyframe_change and memory_z must be >= 0')
         if self.index_search not in INDEX_SEARCH:
@@ -276,6 +276,9 @@ class Localizer:
         self.match = match or MatchConfig()
         self.device = pick_device(device)
         self.head = checkpoint.build_head(self.device)
+        self.embeds = self.cfg.objective == 'embedding'   # the head's window embeddings retrieve places
+        self.check_match(self.match)
+        self.projection = compact_projection(self.cfg.descriptor_dim, self.cfg.compact_dim)
         self.position_center = checkpoint.position_center.float().to(self.device)
         self.position_scale = checkpoint.position_scale.float().to(self.device)
         self._backbone = backbone
@@ -288,10 +291,16 @@ class Localizer:
                               torch.zeros(0, dtype=torch.float64), [], torch.zeros(0, self.cfg.hidden), online=True)
         self.load_map(places)
 
+    def check_match(self, match: MatchConfig) -> None:
+        """ValueError when `match` asks for what this checkpoint's head cannot give."""
+        if match.lstm_weight > 0 and self.head.classifier is None:
+            raise ValueError('lstm_weight > 0 needs the paper\'s classifier head; this checkpoint\'s head is a place '
+                             'embedding (train with --objective classifier)')
+
     def load_map(self, places: PlaceMap) -> None:
         """Use `places` as the map. A map past retrieval_limit frames is kept compact: the index's
-        descriptors only (float16, retrieval_dim values per frame), no embeddings."""
-        dim = self.match.retrieval_dim if places.compact else self.cfg.descriptor_dim
+        descriptors only (float16, compact_dim values per frame) and the places' embeddings."""
+        dim = self.cfg.compact_dim if places.compact else self.cfg.descriptor_dim
         if places.descriptors.shape[1:] != (dim,):
             raise CheckpointError(f'map descriptors {tuple(places.descriptors.shape)} do not match this '
                                   f'checkpoint\'s {"compact " * places.compact}descriptor size {dim}')
@@ -300,9 +309,11 @@ class Localizer:
         if positions is None and self.online:
             positions = torch.full((len(places), 2), math.nan, dtype=torch.float64)
         self._index: PlaceIndex | None = None
-        embeddings = torch.zeros(0, self.cfg.hidden) if self.online else places.embeddings.float()   # online: none
+        self._embedding_index: PlaceIndex | None = None
+        # the places' embeddings until the embedding index holds them (None: made from the map when needed)
+        self._embeddings = places.embeddings if len(places.embeddings) == len(places) and self.embeds else None
         self._map = {'descriptors': None, 'positions': None if positions is None else Rows(positions.double()),
-                     'stamps': Rows(places.stamps.double()), 'embeddings': Rows(embeddings)}
+                     'stamps': Rows(places.stamps.double())}
         if places.compact:
             self._index = self._new_index()
             self._index.add_compact(places.descriptors)
@@ -318,16 +329,20 @@ class Localizer:
         """Keep the map as the index's compact descriptors from now on (a big map)."""
         _ = self.index
         self._map['descriptors'] = None
-        self._map['embeddings'] = Rows(torch.zeros(0, self.cfg.hidden))
 
     map_stamps = property(lambda self: self._map['stamps'].values, doc='(N,) seconds')
-    map_embeddings = property(lambda self: self._map['embeddings'].values,
-                              doc='(n_places, hidden) of a checkpoint map; none for online and compact maps')
+
+    @property
+    def map_embeddings(self) -> torch.Tensor:
+        """(N, hidden) window embeddings of the map frames, or (0, hidden) until a big map needs them."""
+        if self._embedding_index is not None:
+            return self._embedding_index.compact.values
+        return torch.zeros(0, self.cfg.hidden) if self._embeddings is None else self._embeddings
     compact = property(lambda self: self._map['descriptors'] is None, doc='the map keeps compact descriptors only')
 
     @property
     def map_descriptors(self) -> torch.Tensor:
-        """(N, D) standardised unit-norm descriptors; a compact map's (N, retrieval_dim) float16 ones."""
+        """(N, D) standardised unit-norm descriptors; a compact map's (N, compact_dim) float16 ones."""
         return self.index.compact.values if self.compact else self._map['descriptors'].values
 
     @property
@@ -343,10 +358,32 @@ class Localizer:
             self._index.add(self.map_descriptors)
         return self._index
 
-    def _new_index(self) -> PlaceIndex:
+    @property
+    def embedding_index(self) -> PlaceIndex:
+        """The index over the map places' window embeddings (a big map with an embedding head), built
+        on first use: from the map's embeddings, or made from its compact descriptors."""
+        if self._embedding_index is None:
+            embeddings = self._embeddings if self._embeddings is not None else \
+                embed_frames(self.head, self.index.compact.values, self.cfg.seq_len).cpu()
+            self._embedding_index, self._embeddings = self._new_index(embeddings=True), None
+            self._embedding_index.add_compact(embeddings)
+        return self._embedding_index
+
+    def _new_index(self, embeddings: bool = False) -> PlaceIndex:
+        """An index of the map frames' compact descriptors, or of their window embeddings."""
         search = self.match.index_search
-        exact = search == 'exact' or (search == 'auto' and self.device.type == 'cuda')
-        return PlaceIndex(self.cfg.descriptor_dim, self.match.retrieval_dim, exact=self.device if exact else None)
+        exact = self.device if search == 'exact' or (search == 'auto' and self.device.type == 'cuda') else None
+        if embeddings:
+            return PlaceIndex(self.cfg.hidden, exact=exact)
+        return PlaceIndex(self.cfg.compact_dim, self.projection, exact=exact)
+
+    def project(self, standardised: torch.Tensor) -> torch.Tensor:
+        """(..., D) standardised descriptors -> (..., compact_dim) unit-norm compact ones, on the CPU."""
+        return project(standardised, self.projection)
+
+    def embed(self, compact: torch.Tensor) -> torch.Tensor:
+        """(L, compact_dim) a window's compact descriptors, oldest first -> (hidden,) its embedding (CPU)."""
+        return self.head(head_input(compact[None].to(self.device), None))[1][0].cpu()
 
     @property
     def map_positions(self) -> torch.Tensor | None:
@@ -422,19 +459,23 @@ class Localizer:
         return float(self.map_stamps[place])
 
     def add_place(self, standardised: torch.Tensor, position, stamp: float,
-                  projected: torch.Tensor | None = None) -> None:
+                  projected: torch.Tensor | None = None, embedded: torch.Tensor | None = None) -> None:
         """Append one keyframe to an online map (amortised: no copy of the map per keyframe); past
-        retrieval_limit frames the map turns compact. `projected`: its index projection, if already made."""
+        retrieval_limit frames the map turns compact. `projected`: its index projection, `embedded`: the
+        embedding of the window it ends (the last seq_len keyframes), if already made."""
         if not self.compact:
             self._map['descriptors'].append(standardised)
         self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
                                       else torch.as_tensor(position, dtype=torch.float64))
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
         self.map_names.append(f'online/{stamp:.3f}')
-        if self._index is not None and projected is not None:
-            self._index.add_compact(projected[None])
-        elif self._index is not None:
-            self._index.add(standardised[None])
+        if self._index is not None:
+            self._index.add_compact((self.project(standardised) if projected is None else projected)[None])
+        if self._embedding_index is not None:   # the window of the map's newest frames
+            if embedded is None:
+                embedded = self.embed(self.index.compact.values[-self.cfg.seq_len:].float())
+            self._embedding_index.add_compact(embedded[None])
+        self._embeddings = None   # the map's embeddings, if loaded, lack the new place: made again when needed
         if self.retrieval and not self.compact:
             self._compact()
         if len(self.map_names) in (2, 8) or len(self.map_names) % 64 == 0:   # medians, refreshed as the map grows
@@ -462,6 +503,8 @@ class _Keyframe:
     row: torch.Tensor | None = None       # (N,) similarity to the map frames (whole-map matching)
     compact: torch.Tensor | None = None   # the index's compact descriptor (retrieval)
     hits: torch.Tensor | None = None      # map frames the index retrieved for it
+    embedding: torch.Tensor | None = None     # the embedding of the window it ends (retrieval)
+    window_hits: torch.Tensor | None = None   # map frames whose windows' embeddings are nearest
 
 
 class Session:
@@ -567,7 +610,7 @@ class Session:
         full = len(self.window) == loc.cfg.seq_len
         answer = self._recognise(frame, stamp, key) if full else None
         if loc.online:
-            loc.add_place(standardised, xy, stamp, self.window[-1].compact)
+            loc.add_place(standardised, xy, stamp, self.window[-1].compact, self.window[-1].embedding)
         return answer
 
     def _odometry(self, position) -> tuple[np.ndarray | None, float | None]:
@@ -592,8 +635,14 @@ class Session:
             if any(k.position is None for k in self.window):
                 return None
             positions = torch.stack([k.position for k in self.window])[None]
-        query = torch.stack([k.standardised for k in self.window])[None]
+        query = torch.stack([self._compact(k) for k in self.window])[None].to(self.loc.device)
         return self.loc.head(head_input(query, positions))[0][0]
+
+    def _compact(self, keyframe: _Keyframe) -> torch.Tensor:
+        """The keyframe's compact descriptor, projected once."""
+        if keyframe.compact is None:
+            keyframe.compact = self.loc.project(keyframe.standardised)
+        return keyframe.compact
 
     def _rows(self) -> torch.Tensor:
         """(L, N) similarity of the window's keyframes to every map frame (extended if the map grew)."""
@@ -609,20 +658,23 @@ class Session:
     def _retrieved(self, moved_on: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                    n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(first, last) places of the ranges to verify, and the background places: the map frames the
-        index retrieves for the newest keyframe (each +-1), the best places of the last keyframe moved
-        on by one keyframe under every hypothesis (a place found once is followed from there), and
+        index retrieves for the newest keyframe and the map frames whose windows' embeddings are
+        nearest the window's (with an embedding head; each +-1), the best places of the last keyframe
+        moved on by one keyframe under every hypothesis (a place found once is followed from there), and
         background places whose scores are the z-score background: 16 runs of 32 consecutive places,
         so that their windows share map frames. Only the newest keyframe's retrieval starts places:
         older keyframes' retrievals were measured to add distractors, not right places."""
         loc, match = self.loc, self.loc.match
-        for k in self.window:
-            if k.compact is None:
-                k.compact = loc.index.project(k.standardised)
+        window = torch.stack([self._compact(k) for k in self.window])
         newest = self.window[-1]
         limit = int(torch.searchsorted(loc.map_stamps, newest.stamp - match.min_age, right=True)) \
             if loc.online else None
         newest.hits = loc.index.search(newest.compact, match.retrieval_k, limit)
         ranges = [(newest.hits - 1, newest.hits + 1)]
+        if loc.embeds:
+            newest.embedding = loc.embed(window)
+            newest.window_hits = loc.embedding_index.search(newest.embedding, match.retrieval_k, limit)
+            ranges.append((newest.window_hits - 1, newest.window_hits + 1))
         if self.trajectory is not None and self.trajectory_ends is not None:
             best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
                 min(match.retrieval_k, self.trajectory.shape[1])).indices

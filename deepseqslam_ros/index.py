@@ -1,8 +1,10 @@
 """The place index: which map frames look like a keyframe, without comparing it with every one.
 
 Map frames' standardised descriptors are projected to `dim` values by a fixed random orthonormal
-matrix (seeded, so every map and query of every run shares it; cosine similarities are kept up to
-a small distortion) and kept as float16 for verification. A keyframe's candidates come from either
+matrix (`compact_projection`: seeded, so every map and query of every run shares it; cosine
+similarities are kept up to a small distortion) and kept as float16 for verification. The same
+index also holds the map places' learned sequence embeddings (no projection: they are added as
+they are). A keyframe's candidates come from either
 - a product-quantisation fast scan over every frame (FAISS `IndexPQFastScan`, `dim / 2` 4-bit
   codes: 64 B per frame at 256 values), its best `shortlist` frames (the CPU default: ~3 ms at 1M
   frames on this project's CPU), or
@@ -44,14 +46,26 @@ class Rows:
         self.n += len(rows)
 
 
-class PlaceIndex:
-    """Compact descriptors of the map frames, searched by a product-quantisation fast scan or, with
-    an `exact` device, exactly on that device (a copy of the compact descriptors lives there)."""
+def compact_projection(descriptor_dim: int, dim: int) -> torch.Tensor:
+    """(descriptor_dim, dim) random orthonormal columns, the same in every run (seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
 
-    def __init__(self, descriptor_dim: int, dim: int = 256, exact: str | torch.device | None = None,
+
+def project(descriptors: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """(..., D) unit-norm standardised descriptors -> (..., dim) unit-norm float32 compact ones, on the CPU."""
+    return F.normalize(descriptors.detach().float().cpu() @ projection, dim=-1)
+
+
+class PlaceIndex:
+    """Compact vectors of the map frames, searched by a product-quantisation fast scan or, with an
+    `exact` device, exactly on that device (a copy of the vectors lives there). `projection`
+    (descriptor_dim, dim) makes them from standardised descriptors; None: they come as they are."""
+
+    def __init__(self, dim: int = 256, projection: torch.Tensor | None = None,
+                 exact: str | torch.device | None = None,
                  shortlist: int = 1000, quantize_from: int = 4096, encode_batch: int = 4096):
-        generator = torch.Generator().manual_seed(0)
-        self.projection = torch.linalg.qr(torch.randn(descriptor_dim, dim, generator=generator))[0]
+        self.projection = projection
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
         self.shortlist, self.quantize_from, self.encode_batch = shortlist, quantize_from, encode_batch
         self.exact = self.codes = None
@@ -64,8 +78,7 @@ class PlaceIndex:
         return self.compact.n
 
     def project(self, descriptors: torch.Tensor) -> torch.Tensor:
-        """(..., D) unit-norm standardised descriptors -> (..., dim) unit-norm float32 on the CPU."""
-        return F.normalize(descriptors.detach().float().cpu() @ self.projection, dim=-1)
+        return project(descriptors, self.projection)
 
     def add(self, descriptors: torch.Tensor, chunk: int = 65536) -> None:
         """Append map frames (rows of D standardised values): their ids are their map frame indices."""

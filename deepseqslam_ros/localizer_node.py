@@ -213,6 +213,8 @@ class LocalizerNode(Node):
         changed = {p.name: p.value for p in parameters}
         try:
             match = _match_config({**self.p, **changed})
+            if self.localizer is not None:
+                self.localizer.check_match(match)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self.model_lock:

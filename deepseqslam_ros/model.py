@@ -1,6 +1,7 @@
-"""The DeepSeqSLAM sequence head: an LSTM (or GRU) over windows of [descriptor ⊕ position].
+"""The DeepSeqSLAM sequence head: an LSTM (or GRU) over windows of [compact descriptor ⊕ position].
 
-Shapes: B windows, L = seq_len frames, D = descriptor size, P = 2 when positions are used else 0.
+Shapes: B windows, L = seq_len frames, C = compact descriptor size (the place index's projection of
+the standardised CNN descriptor), P = 2 when positions are used else 0.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
+OBJECTIVES = ('embedding', 'classifier')
+
+
 @dataclass
 class ModelConfig:
     backbone: str = 'mobilenet_v2'
@@ -20,38 +24,45 @@ class ModelConfig:
     pooling: str = 'global+strips'
     descriptor_dim: int = 5120
     seq_len: int = 10
-    hidden: int = 512
+    hidden: int = 128             # the paper: 512
     cell: str = 'lstm'            # 'lstm' (paper) or 'gru'
-    use_positions: bool = False   # vision-only unless the traversal has positions
+    use_positions: bool = False   # classifier only: positions join the descriptors (vision-only otherwise)
     n_places: int = 190           # reference frames - seq_len (the paper's nclasses)
+    objective: str = 'embedding'  # 'embedding': the final state is a place embedding (metric learning);
+                                  # 'classifier': the paper's one class per place
+    compact_dim: int = 256        # the head's input: the place index's compact descriptors
 
     def __post_init__(self):
         if self.cell not in ('lstm', 'gru'):
             raise ValueError(f'cell must be lstm or gru, not {self.cell!r}')
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f'objective must be one of {OBJECTIVES}, not {self.objective!r}')
+        if self.compact_dim < 2 or self.compact_dim % 2 or self.hidden < 2 or self.hidden % 2:
+            raise ValueError(f'compact_dim and hidden must be even and >= 2, not {self.compact_dim}, {self.hidden}')
         if self.seq_len < 1 or self.n_places < 1:
             raise ValueError(f'need seq_len >= 1 and n_places >= 1, got {self.seq_len}, {self.n_places}')
 
 
 class SequenceHead(nn.Module):
-    """(B, L, D+P) -> place logits (B, n_places) and a unit-norm sequence embedding (B, hidden).
+    """(B, L, C+P) -> place logits (B, n_places; None unless the objective is the classifier) and a
+    unit-norm sequence embedding (B, hidden): the state after the window's newest frame.
 
-    Descriptors are first projected linearly to `hidden` values (5120-d descriptors would make the
-    LSTM's input weights 10x larger than the rest of the head); positions join after the projection.
+    Descriptors are first projected linearly to `hidden` values; positions join after the projection.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.descriptor_dim = cfg.descriptor_dim
-        self.project = nn.Linear(cfg.descriptor_dim, cfg.hidden)
+        self.compact_dim = cfg.compact_dim
+        self.project = nn.Linear(cfg.compact_dim, cfg.hidden)
         rnn = nn.LSTM if cfg.cell == 'lstm' else nn.GRU
         self.rnn = rnn(cfg.hidden + 2 * cfg.use_positions, cfg.hidden, batch_first=True)
-        self.classifier = nn.Linear(cfg.hidden, cfg.n_places)
+        self.classifier = nn.Linear(cfg.hidden, cfg.n_places) if cfg.objective == 'classifier' else None
 
-    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        descriptors, positions = windows.split([self.descriptor_dim, windows.shape[-1] - self.descriptor_dim], -1)
+    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        descriptors, positions = windows.split([self.compact_dim, windows.shape[-1] - self.compact_dim], -1)
         out, _ = self.rnn(torch.cat([self.project(descriptors), positions], -1))  # (B, L, hidden)
-        last = out[:, -1]                 # (B, hidden): the state after the window's newest frame
-        return self.classifier(last), F.normalize(last, dim=-1)
+        last = out[:, -1]
+        return None if self.classifier is None else self.classifier(last), F.normalize(last, dim=-1)
 
 
 class Standardiser(nn.Module):
@@ -90,9 +101,32 @@ class Standardiser(nn.Module):
 
 
 def head_input(descriptors: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-    """Unit-norm descriptors (..., L, D) scaled to unit variance per dim, joined with positions."""
+    """Unit-norm compact descriptors (..., L, C) scaled to unit variance per dim, joined with positions."""
     x = descriptors * math.sqrt(descriptors.shape[-1])
     return x if positions is None else torch.cat([x, positions.to(x.dtype)], dim=-1)
+
+
+def frame_windows(n: int, seq_len: int, ends: torch.Tensor | None = None,
+                  speeds: torch.Tensor | None = None) -> torch.Tensor:
+    """(E, L) frame indices of the windows that end at frames `ends` (default: every one of n frames),
+    `speeds` (E,) frames apart (default 1), oldest first; frames before the first are the first."""
+    ends = torch.arange(n) if ends is None else ends
+    speeds = torch.ones(len(ends)) if speeds is None else speeds
+    back = (speeds[:, None] * torch.arange(seq_len - 1, -1, -1)).round().long()
+    return (ends[:, None] - back).clamp(0, n - 1)
+
+
+@torch.inference_mode()
+def embed_frames(head: SequenceHead, compact: torch.Tensor, seq_len: int, chunk: int = 16384) -> torch.Tensor:
+    """(N, C) compact descriptors of consecutive frames -> (N, hidden) embeddings of the windows that
+    end at each frame (a place's embedding), computed `chunk` windows at a time."""
+    device = next(head.parameters()).device
+    parts = []
+    for start in range(0, len(compact), chunk):
+        ends = torch.arange(start, min(start + chunk, len(compact)))
+        windows = compact[frame_windows(len(compact), seq_len, ends)].to(device).float()
+        parts.append(head(head_input(windows, None))[1])
+    return torch.cat(parts) if parts else torch.zeros(0, head.rnn.hidden_size, device=device)
 
 
 def stats(descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

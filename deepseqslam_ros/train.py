@@ -25,7 +25,8 @@ from .bag import BagError, TeachRun, teach_run
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
-from .model import ModelConfig, SequenceHead, Standardiser, head_input, stats
+from .index import compact_projection
+from .model import OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_windows, head_input, stats
 from .traversal import DatasetMissingError, Traversal, load_traversal
 
 
@@ -33,13 +34,17 @@ from .traversal import DatasetMissingError, Traversal, load_traversal
 class TrainConfig:
     epochs: int | None = None       # None: as many as `steps` takes (a budget independent of the map's size)
     steps: int = 1000               # optimiser steps (batches) when epochs is None
-    batch_size: int = 32
+    batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
     descriptor_noise: float = 0.8   # Gaussian noise, in units of the per-dimension std
     descriptor_dropout: float = 0.3  # fraction of descriptor dimensions zeroed
-    position_drift: float = 0.1     # per-window position offset std (normalised units)
-    position_noise: float = 0.02    # per-frame position noise std (normalised units)
+    position_drift: float = 0.1     # classifier: per-window position offset std (normalised units)
+    position_noise: float = 0.02    # classifier: per-frame position noise std (normalised units)
+    temperature: float = 0.1        # embedding: InfoNCE temperature
+    min_speed: float = 0.5          # embedding: positive windows' speeds relative to the map's frames
+    max_speed: float = 2.0
+    tolerance: int = 2              # embedding: windows ending this many frames apart or closer are no negatives
     save_every: int = 25            # epochs between checkpoints (resumable)
 
 
@@ -57,11 +62,6 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def _windows(n_places: int, seq_len: int) -> torch.Tensor:
-    """(n_places, L) frame indices: place k is frames k .. k+L-1."""
-    return torch.arange(n_places)[:, None] + torch.arange(seq_len)[None]
-
-
 def _augment(x: torch.Tensor, pos: torch.Tensor | None, cfg: TrainConfig, gen: torch.Generator):
     """Same random draws on every rank (global batch), so DDP equals one process."""
     noise = torch.randn(x.shape, generator=gen) * cfg.descriptor_noise
@@ -74,30 +74,74 @@ def _augment(x: torch.Tensor, pos: torch.Tensor | None, cfg: TrainConfig, gen: t
     return x, pos
 
 
-def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Backbone, seq_len: int = 10,
-          cell: str = 'lstm', cfg: TrainConfig | None = None, device: str = 'auto',
-          resume: bool = False, progress: bool = True) -> Checkpoint:
-    """Train on `reference` (an image folder, or the keyframes of a teach bag) and write the checkpoint
-    to `out`; returns the checkpoint."""
+def _all_rows(local: torch.Tensor, sizes: list[int], rank: int) -> torch.Tensor:
+    """Every rank's rows in rank order; this rank's keep their gradient (the others are constants,
+    so the summed gradients of all ranks are those of the whole batch)."""
+    if len(sizes) == 1:
+        return local
+    padded = local.new_zeros(max(sizes), *local.shape[1:])
+    padded[:len(local)] = local.detach()
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    parts = [part[:n] for part, n in zip(parts, sizes)]
+    parts[rank] = local
+    return torch.cat(parts)
+
+
+def _info_nce(anchors: torch.Tensor, positives: torch.Tensor, ends: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Each anchor window must find its own positive among the batch's; windows that end within
+    the tolerance of it are neither (same place)."""
+    logits = anchors @ positives.T / cfg.temperature                                 # (B, B)
+    same_place = (ends[:, None] - ends[None]).abs() <= cfg.tolerance
+    logits = logits.masked_fill(same_place & ~torch.eye(len(ends), dtype=torch.bool, device=logits.device), -1e9)
+    return F.cross_entropy(logits, torch.arange(len(ends), device=logits.device))
+
+
+def _standardised(descriptors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The map's (first) statistics, and every traversal minus its own mean, over the map's std, unit
+    norm (what a query's running mean converges to)."""
+    mean, std = stats(descriptors[0])
+    return mean, std, [Standardiser(d.mean(0), std).reference(d) for d in descriptors]
+
+
+def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: str | os.PathLike,
+          backbone: Backbone, seq_len: int = 10, cell: str = 'lstm', cfg: TrainConfig | None = None,
+          device: str = 'auto', resume: bool = False, progress: bool = True, objective: str = 'embedding',
+          hidden: int = ModelConfig.hidden) -> Checkpoint:
+    """Train on the first reference (an image folder, or the keyframes of a teach bag), which becomes
+    the map, and write the checkpoint to `out`; returns the checkpoint. Other references (same
+    number of frames, aligned by index) give the embedding objective positives of the same places
+    seen another time."""
     cfg = cfg or TrainConfig()
+    references = references if isinstance(references, list) else [references]
     rank, world, dev = _distributed(pick_device(device))
+    reference = references[0]
     if len(reference) <= seq_len:
         raise ValueError(f'reference {reference.name} has {len(reference)} frames; need more than seq_len={seq_len}')
+    for other in references[1:]:
+        if len(other) != len(reference):
+            raise ValueError(f'references are aligned by index: {other.name} has {len(other)} frames, '
+                             f'{reference.name} {len(reference)}')
+    descriptors = [r.descriptors.to(dev) if isinstance(r, TeachRun) else
+                   describe_traversal(backbone.to(dev), r, progress=progress and rank == 0).to(dev) for r in references]
     if isinstance(reference, TeachRun):
-        descriptors, stamps, names = reference.descriptors.to(dev), reference.stamps, reference.names
+        stamps, names = reference.stamps, reference.names
     else:
-        descriptors = describe_traversal(backbone.to(dev), reference, progress=progress and rank == 0).to(dev)
         stamps, names = np.arange(len(reference)), [f.name for f in reference.files]
-    mean, std = stats(descriptors)
-    frames = Standardiser(mean, std).reference(descriptors)          # (N, D) unit norm
-    positions = None if reference.positions is None else torch.as_tensor(reference.positions).float()
+    mean, std, standardised = _standardised(descriptors)
+    frames = standardised[0]                                          # (N, D) unit norm: the map
+    projection = compact_projection(backbone.dim, ModelConfig.compact_dim).to(dev)
+    compact = torch.stack([F.normalize(s @ projection, dim=-1) for s in standardised])   # (R, N, C)
+    positions = None if reference.positions is None or objective != 'classifier' else \
+        torch.as_tensor(reference.positions).float()
     if positions is not None:
         center = (positions.min(0).values + positions.max(0).values) / 2
         scale = ((positions.max(0).values - positions.min(0).values).max() / 2).clamp_min(1e-9)
     else:
         center, scale = torch.zeros(2), torch.tensor(1.0)
     model_cfg = ModelConfig(backbone.name, backbone.weights.sha256, backbone.image_size, backbone.pooling,
-                            backbone.dim, seq_len, 512, cell, positions is not None, len(reference) - seq_len)
+                            backbone.dim, seq_len, hidden, cell, positions is not None, len(reference) - seq_len,
+                            objective)
     torch.manual_seed(cfg.seed)
     head = SequenceHead(model_cfg).to(dev)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
@@ -112,24 +156,31 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
     model = DistributedDataParallel(head, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else head
     batches = math.ceil(model_cfg.n_places / cfg.batch_size)   # optimiser steps per epoch
     epochs = cfg.epochs or max(1, math.ceil(cfg.steps / batches))
-    windows = _windows(model_cfg.n_places, seq_len)
     normed_positions = None if positions is None else ((positions - center) / scale).to(dev)
     labels = torch.arange(model_cfg.n_places, device=dev)
+    log_speeds = (math.log(cfg.min_speed), math.log(cfg.max_speed))
 
     def checkpoint(epoch: int) -> Checkpoint:
         head.eval()
         with torch.inference_mode():
-            pos = None if normed_positions is None else normed_positions[windows]
-            logits, embeddings = head(head_input(frames[windows], pos))
+            places = frame_windows(len(frames), seq_len, labels.cpu() + seq_len - 1)
+            pos = None if normed_positions is None else normed_positions[places]
+            logits, _ = head(head_input(compact[0][places], pos))
+            embeddings = embed_frames(head, compact[0], seq_len) if objective == 'embedding' else \
+                torch.zeros(0, hidden)
+            quality = {'train_top1_clean': None if logits is None else float((logits.argmax(1) == labels).float().mean())}
+            if len(compact) > 1 and objective == 'embedding':   # the other references' windows, each against the map's: within the tolerance?
+                found = torch.cat([(embed_frames(head, c, seq_len)[seq_len - 1:] @ embeddings.T).argmax(1) for c in compact[1:]])
+                truth = torch.arange(seq_len - 1, len(frames), device=dev).repeat(len(compact) - 1)
+                quality['train_recall_other'] = float(((found - truth).abs() <= cfg.tolerance).float().mean())
         head.train()
-        accuracy = float((logits.argmax(1) == labels).float().mean())
         return Checkpoint(model_cfg, {k: v.detach().cpu() for k, v in head.state_dict().items()},
                           mean.cpu(), std.cpu(), center, scale,
-                          PlaceMap(frames.cpu(), None if positions is None else positions.double(),
+                          PlaceMap(frames.cpu(), None if reference.positions is None
+                                   else torch.as_tensor(reference.positions).double(),
                                    torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu()),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
-                           'train_top1_clean': accuracy, 'train_config': asdict(cfg),
-                           'steps': epoch * batches})
+                           **quality, 'train_config': asdict(cfg), 'steps': epoch * batches})
 
     t0 = time.perf_counter()
     bar = tqdm(range(start, epochs), desc='train', unit='epoch', disable=None if progress and rank == 0 else True,
@@ -140,19 +191,37 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
         total, correct = 0.0, 0
         for begin in range(0, len(order), cfg.batch_size):
             batch = order[begin:begin + cfg.batch_size]
-            pos = None if normed_positions is None else normed_positions[windows[batch]]
-            x, pos = _augment(head_input(frames[windows[batch]], None), pos, cfg, gen)
-            if pos is not None:
-                x = torch.cat([x, pos], dim=-1)
-            mine = torch.arange(rank, len(batch), world)               # this rank's share
-            logits, _ = model(x[mine])
-            # sum / global batch * world: DDP's gradient averaging then equals one process's mean
-            loss = F.cross_entropy(logits, labels[batch[mine]], reduction='sum') * world / len(batch)
+            shares = torch.arange(len(batch)).tensor_split(world)           # this rank's share: shares[rank]
+            mine = shares[rank]
+            windows = frame_windows(len(frames), seq_len, batch + seq_len - 1)
+            if objective == 'classifier':
+                pos = None if normed_positions is None else normed_positions[windows]
+                x, pos = _augment(head_input(compact[0][windows], None), pos, cfg, gen)
+                if pos is not None:
+                    x = torch.cat([x, pos], dim=-1)
+                logits, _ = model(x[mine])
+                # sum / global batch * world: DDP's gradient averaging then equals one process's mean
+                loss = F.cross_entropy(logits, labels[batch[mine]], reduction='sum') * world / len(batch)
+                correct += int((logits.argmax(1) == labels[batch[mine]]).sum())
+                share = len(batch) / world
+            else:   # the map's windows against the same places' windows at other speeds, in any reference
+                speeds = torch.empty(len(batch)).uniform_(*log_speeds, generator=gen).exp()
+                source = torch.randint(len(compact), (len(batch),), generator=gen)
+                seen = frame_windows(len(frames), seq_len, batch + seq_len - 1, speeds)
+                anchors, _ = _augment(head_input(compact[0][windows], None), None, cfg, gen)
+                positives, _ = _augment(head_input(compact[source[:, None], seen], None), None, cfg, gen)
+                sizes = [len(s) for s in shares]
+                a = _all_rows(model(anchors[mine])[1], sizes, rank)
+                p = _all_rows(model(positives[mine])[1], sizes, rank)
+                # every rank's loss is the whole batch's, its gradient flows through its own rows only:
+                # times world, DDP's averaging gives one process's gradient
+                loss = _info_nce(a, p, batch.to(dev), cfg) * world
+                correct += int((((a @ p.T).argmax(1).cpu() - torch.arange(len(batch))) == 0).sum()) if rank == 0 else 0
+                share = len(batch) / world ** 2
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(batch) / world   # this rank's summed loss
-            correct += int((logits.argmax(1) == labels[batch[mine]]).sum())
+            total += float(loss.detach()) * share   # this rank's share of the summed loss
         sums = torch.tensor([total, correct], dtype=torch.float64, device=dev)   # NCCL reduces device tensors
         if world > 1:
             dist.all_reduce(sums)
@@ -172,7 +241,10 @@ def train(reference: Traversal | TeachRun, out: str | os.PathLike, backbone: Bac
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='deepseqslam-train', description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--reference', help='folder of reference images (sorted by name)')
+    source.add_argument('--reference', action='append',
+                        help='folder of reference images (sorted by name); the first is the map. Repeat it for '
+                             'other traversals of the same route (same frame count, aligned by index): the '
+                             'embedding learns from them what changes between visits')
     source.add_argument('--bag', help='teach run: a rosbag2 recording (mcap or sqlite3), keyframed into the map')
     parser.add_argument('--image-topic', help='--bag: camera topic (default: the first Image/CompressedImage topic)')
     parser.add_argument('--odom-topic', help='--bag: odometry topic (default /odom when present; named: required)')
@@ -187,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='global average, or global + left/centre/right thirds (default)')
     parser.add_argument('--seq-len', type=int, default=10)
     parser.add_argument('--cell', choices=('lstm', 'gru'), default='lstm')
+    parser.add_argument('--objective', choices=OBJECTIVES, default='embedding',
+                        help='embedding: windows -> place embeddings for retrieval (metric learning, default); '
+                             "classifier: the paper's one class per place")
+    parser.add_argument('--hidden', type=int, default=ModelConfig.hidden, help='LSTM size (the paper: 512)')
     parser.add_argument('--steps', type=int, default=TrainConfig.steps,
                         help='optimiser steps (batches), whatever the map size (default %(default)s)')
     parser.add_argument('--epochs', type=int, help='train this many epochs instead of --steps (the paper: 100-300)')
@@ -205,21 +281,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{args.bag}: {len(reference)} keyframes, odometry '
                   f'{"yes" if reference.positions is not None else "no (appearance keyframes)"}')
         else:
-            reference = load_traversal(args.reference, args.reference_positions, args.max_frames)
+            reference = [load_traversal(folder, args.reference_positions if i == 0 else None, args.max_frames)
+                         for i, folder in enumerate(args.reference)]
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
                      TrainConfig(args.epochs, args.steps, args.batch_size, args.lr, args.seed),
-                     args.device, args.resume)
+                     args.device, args.resume, objective=args.objective, hidden=args.hidden)
+        reference = reference[0] if isinstance(reference, list) else reference
     except (BagError, DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
         print(f'deepseqslam-train: error: {exc}', file=sys.stderr)
         return 2
     last = ckpt.training['history'][-1] if ckpt.training['history'] else {}
-    print(f'trained {ckpt.config.cell.upper()} head on {reference.name}: {len(reference)} frames, '
-          f'{ckpt.config.n_places} places, seq_len {ckpt.config.seq_len}, backbone {backbone.name} '
+    quality = ', '.join(f'{name} {ckpt.training[name]:.3f}' for name in ('train_top1_clean', 'train_recall_other')
+                        if ckpt.training.get(name) is not None)
+    print(f'trained {ckpt.config.cell.upper()} {ckpt.config.objective} head on {reference.name}: {len(reference)} '
+          f'frames, {ckpt.config.n_places} places, seq_len {ckpt.config.seq_len}, backbone {backbone.name} '
           f'({backbone.weights.source}), positions {"yes" if ckpt.config.use_positions else "no"}; '
           f'{ckpt.training["epoch"]} epochs ({ckpt.training["steps"]} steps) in {ckpt.training["seconds"]:.1f} s, '
-          f'final loss '
-          f'{last.get("loss", float("nan")):.4f}, clean train top1 {ckpt.training["train_top1_clean"]:.3f} '
-          f'-> {args.out}')
+          f'final loss {last.get("loss", float("nan")):.4f}{", " * bool(quality)}{quality} -> {args.out}')
     return 0
 
 

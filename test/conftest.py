@@ -33,10 +33,22 @@ def backbone():
 
 @pytest.fixture(scope='session')
 def small_checkpoint(tmp_path_factory, gp_root, backbone):
-    """A real head trained briefly on the first 60 day_left frames (50 places)."""
+    """A real embedding head trained briefly on the first 60 day_left frames (50 places)."""
     from deepseqslam_ros.train import TrainConfig, train
     from deepseqslam_ros.traversal import load_traversal
     reference = load_traversal(gp_root / 'day_left', gp_root / 'gp_pos.csv', limit=60)
     out = tmp_path_factory.mktemp('ckpt') / 'small.pt'
     train(reference, out, backbone, seq_len=10, cfg=TrainConfig(epochs=20), device='cpu', progress=False)
+    return out
+
+
+@pytest.fixture(scope='session')
+def classifier_checkpoint(tmp_path_factory, gp_root, backbone):
+    """The paper's head (one class per place, positions as input) on the same 60 frames."""
+    from deepseqslam_ros.train import TrainConfig, train
+    from deepseqslam_ros.traversal import load_traversal
+    reference = load_traversal(gp_root / 'day_left', gp_root / 'gp_pos.csv', limit=60)
+    out = tmp_path_factory.mktemp('ckpt') / 'classifier.pt'
+    train(reference, out, backbone, seq_len=10, cfg=TrainConfig(epochs=20, batch_size=32), device='cpu',
+          progress=False, objective='classifier', hidden=512)
     return out

@@ -15,8 +15,9 @@ from deepseqslam_ros.core import Localizer
 
 def test_round_trip(small_checkpoint, tmp_path):
     ckpt = load_checkpoint(small_checkpoint)
-    assert ckpt.config.n_places == 50 and ckpt.config.use_positions
-    assert len(ckpt.places) == 60 and ckpt.places.embeddings.shape == (50, 512)
+    assert ckpt.config.n_places == 50 and ckpt.config.objective == 'embedding' and not ckpt.config.use_positions
+    assert len(ckpt.places) == 60 and ckpt.places.embeddings.shape == (60, 128)   # a window ends at each frame
+    assert ckpt.places.positions is not None   # the map keeps its poses for odometry and answers
     copy = tmp_path / 'copy.pt'
     ckpt.save(copy)
     again = load_checkpoint(copy)
@@ -51,6 +52,11 @@ def test_mismatched_parts(small_checkpoint, tmp_path):
     torch.save(blob, tmp_path / 'bad2.pt')
     with pytest.raises(CheckpointError, match='inconsistent'):
         load_checkpoint(tmp_path / 'bad2.pt')
+    blob = torch.load(small_checkpoint, weights_only=True)
+    blob['version'] = 1   # the head read full descriptors then
+    torch.save(blob, tmp_path / 'old.pt')
+    with pytest.raises(CheckpointError, match='version 1.*retrain'):
+        load_checkpoint(tmp_path / 'old.pt')
     with pytest.raises(CheckpointError, match='trained on backbone'):
         Localizer(load_checkpoint(small_checkpoint), 'cpu', backbone=Backbone('mobilenet_v2', image_size=160))
     localizer = Localizer(load_checkpoint(small_checkpoint), 'cpu')
@@ -73,6 +79,7 @@ ckpt.places.descriptors = ckpt.places.descriptors.repeat(300, 1)   # ~90 MB: a s
 ckpt.places.names = ckpt.places.names * 300
 ckpt.places.stamps = ckpt.places.stamps.repeat(300)
 ckpt.places.positions = ckpt.places.positions.repeat(300, 1)
+ckpt.places.embeddings = ckpt.places.embeddings.repeat(300, 1)
 print('ready', flush=True)
 while True:
     ckpt.save(sys.argv[2])

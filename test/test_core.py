@@ -8,7 +8,7 @@ import torch
 from deepseqslam_ros.checkpoint import load_checkpoint
 from deepseqslam_ros.core import Frame, Localizer, MatchConfig, split_stamp, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
-from deepseqslam_ros.train import _windows
+from deepseqslam_ros.model import frame_windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
 from deepseqslam_ros.warps import describe_run, make_run
 
@@ -18,8 +18,10 @@ def test_split_stamp_carries_nanoseconds():
 
 
 def test_windows_are_places():
-    w = _windows(n_places=3, seq_len=4)
-    assert w.tolist() == [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
+    """Place k is frames k .. k+L-1, the window that ends at frame k+L-1; a window at speed 2 skips
+    every other frame; frames before the first are the first."""
+    assert frame_windows(6, 4, torch.arange(3, 6)).tolist() == [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
+    assert frame_windows(6, 3, torch.tensor([5, 1]), torch.tensor([2.0, 1.0])).tolist() == [[1, 3, 5], [0, 0, 1]]
 
 
 @pytest.fixture(scope='module')
@@ -142,7 +144,9 @@ def test_teach_keyframes_by_distance_and_appearance():
         teach_keyframes(noisy, jump, distance=1.0)
 
 
-def test_positions_used_and_missing_positions_tolerated(ckpt):
+def test_positions_used_and_missing_positions_tolerated(classifier_checkpoint):
+    """The paper's classifier head, fused with the sequence scores (lstm_weight), reads positions."""
+    ckpt = load_checkpoint(classifier_checkpoint)
     localizer = Localizer(ckpt, 'cpu', MatchConfig(lstm_weight=1.0))
     raw = ckpt.places.descriptors[:30] * ckpt.std + ckpt.mean
     positions = ckpt.places.positions.numpy()[:30]
@@ -171,10 +175,13 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, 
     assert len(hits) >= 10 and np.mean(found) > 0.8
     assert localizer.compact == (retrieval_limit == 0)   # past the limit the map keeps compact descriptors
     if localizer.compact:
-        assert len(localizer.index) == len(localizer.map_names) and localizer.map_embeddings.numel() == 0
+        n = len(localizer.map_names)
+        assert len(localizer.index) == len(localizer.embedding_index) == n   # both grow with the map
+        assert localizer.map_embeddings.shape == (n, 128)
         localizer.to_checkpoint().save(tmp_path / 'map.pt')
         saved = load_checkpoint(tmp_path / 'map.pt')
-        assert saved.places.compact and saved.places.descriptors.shape == (len(localizer.map_names), 256)
+        assert saved.places.compact and saved.places.descriptors.shape == (n, 256)
+        assert torch.equal(saved.places.embeddings, localizer.map_embeddings)
         again = Localizer(saved, 'cpu', MatchConfig(min_age=30.0), online=True)
         assert again.compact and again.retrieval   # a compact map is verified by retrieval whatever its size
         session = again.session()
@@ -226,11 +233,12 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     after its quantiser is (re)trained as the map grows by rows (new rows encoded in batches), and
     never returns a frame at or past `limit` (an online map's young frames); exact search finds
     exactly the brute force's top-K."""
-    from deepseqslam_ros.index import PlaceIndex
+    from deepseqslam_ros.index import PlaceIndex, compact_projection
     rng = torch.Generator().manual_seed(1)
     descriptors = torch.nn.functional.normalize(torch.randn(3000, ckpt.config.descriptor_dim, generator=rng), dim=-1)
     queries = descriptors[:50] + 0.05 * torch.randn(50, descriptors.shape[1], generator=rng)
-    index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, shortlist=100, quantize_from=700, encode_batch=200)
+    projection = compact_projection(ckpt.config.descriptor_dim, 64)
+    index = PlaceIndex(64, projection, shortlist=100, quantize_from=700, encode_batch=200)
 
     def found(index, n, limit=None):   # mean overlap with the exact top 10 among the first `limit` of n frames
         compact = index.project(queries)
@@ -252,36 +260,42 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     assert found(index, 3000, limit=1000) >= 0.95
     assert len(index.search(compact[0], 10, limit=0)) == 0
     # exact search (the default on CUDA; here on the CPU) finds exactly what the brute force finds
-    exact_index = PlaceIndex(ckpt.config.descriptor_dim, dim=64, exact='cpu')
+    exact_index = PlaceIndex(64, projection, exact='cpu')
     exact_index.add(descriptors)
     assert exact_index.codes is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
     assert found(exact_index, 3000) == found(exact_index, 3000, limit=1000) == 1.0
 
 
 def answers_retrieving_exactly(localizer, descriptors):
-    """Step `descriptors` through a session; every answered keyframe's hits are the exact top-K."""
-    session, answers = localizer.session(), []
+    """Step `descriptors` through a session; every answered keyframe's retrievals (by descriptor, by
+    window embedding) are the exact top-K. Returns the answers and which scans each keyframe ran."""
+    session, answers, scans = localizer.session(), [], []
     for d in descriptors:
         answer = session.step(d)
         if answer is not None:
             answers.append(answer)
             newest = session.window[-1]
-            exact = (localizer.index.compact.values.float() @ newest.compact).topk(len(newest.hits)).indices
-            assert set(newest.hits.tolist()) == set(exact.tolist())
-    return answers
+            scans.append((newest.hits is not None, newest.window_hits is not None))
+            for hits, rows, query in ((newest.hits, localizer.index.compact.values, newest.compact),
+                                      (newest.window_hits, localizer.map_embeddings, newest.embedding)):
+                if hits is not None:
+                    exact = (rows.float() @ query.float()).topk(len(hits)).indices
+                    assert set(hits.tolist()) == set(exact.tolist())
+    return answers, scans
 
 
 def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
-    """index_search='exact' (what CUDA gets by default) through the whole retrieval path: the index
-    returns the exact top-K for every keyframe and day_right is recognised as with the pq index (which,
-    this map being smaller than its quantize_from, scores every frame exactly too)."""
+    """index_search='exact' (what CUDA gets by default) through the whole retrieval path: both indexes
+    (descriptors, window embeddings) return the exact top-K for every keyframe and day_right is
+    recognised as with the pq indexes (which, this map being smaller than their quantize_from, score
+    every frame exactly too)."""
     descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     answers = {}
     for search in ('pq', 'exact'):
         localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search))
         assert localizer.index.quantized == (search == 'pq')
-        answers[search] = answers_retrieving_exactly(localizer, descriptors)
-        assert recall(answers[search], np.arange(60)) > 0.9
+        answers[search], scans = answers_retrieving_exactly(localizer, descriptors)
+        assert recall(answers[search], np.arange(60)) > 0.9 and set(scans) == {(True, True)}   # both, every keyframe
     assert [a.place for a in answers['exact']] == [a.place for a in answers['pq']]
 
 
@@ -298,7 +312,7 @@ def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone):
         assert (localizer.index.exact is not None) == (device == 'cuda')
         if device == 'cuda':
             assert localizer.index.exact.values.device.type == 'cuda'
-        answers[device] = answers_retrieving_exactly(localizer, descriptors)
+        answers[device], _ = answers_retrieving_exactly(localizer, descriptors)
     assert recall(answers['cuda'], np.arange(60)) > 0.9
     same = np.mean([a.place == b.place for a, b in zip(answers['cpu'], answers['cuda'])])
     assert len(answers['cpu']) == len(answers['cuda']) and same >= 0.95, same

@@ -22,11 +22,12 @@ T0 = 1000.0
 
 @pytest.fixture(scope='module')
 def route_checkpoint(tmp_path_factory, gp_root, backbone):
-    """A head trained on all of day_left with its positions (40 epochs)."""
+    """The paper's classifier head trained on all of day_left with its positions (40 epochs)."""
     from deepseqslam_ros.train import TrainConfig, train
     reference = load_traversal(gp_root / 'day_left', gp_root / 'gp_pos.csv')
     out = tmp_path_factory.mktemp('route') / 'route.pt'
-    train(reference, out, backbone, cfg=TrainConfig(epochs=40), device='cpu', progress=False)
+    train(reference, out, backbone, cfg=TrainConfig(epochs=40, batch_size=32), device='cpu', progress=False,
+          objective='classifier', hidden=512)
     return out
 
 
@@ -187,6 +188,8 @@ def test_runtime_parameters_apply_and_others_are_read_only(small_checkpoint, gp_
         assert not refused.successful and 'read-only' in refused.reason
         refused = set_parameter('min_speed', 3.0)       # above max_speed 2.0
         assert not refused.successful and 'min_speed' in refused.reason
+        refused = set_parameter('lstm_weight', 0.5)     # an embedding head has no classifier to weigh
+        assert not refused.successful and 'classifier' in refused.reason
         frames = load_traversal(gp_root / 'day_left', limit=20)
         for i in range(len(frames)):
             client.publish_image(T0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))

@@ -21,8 +21,14 @@ def _train_cli(extra, out, env=None):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_ddp_two_processes_agree_with_one(tmp_path, gp_root):
-    ref = ['--reference', str(gp_root / 'day_left'), '--reference-positions', str(gp_root / 'gp_pos.csv')]
+@pytest.mark.parametrize('objective', ['embedding', 'classifier'])
+def test_ddp_two_processes_agree_with_one(tmp_path, gp_root, objective):
+    """torchrun with two gloo ranks trains the same head as one process: the classifier's batch split
+    between ranks, the embedding's batch gathered so that every rank's loss sees all negatives."""
+    ref = ['--reference', str(gp_root / 'day_left'), '--reference-positions', str(gp_root / 'gp_pos.csv'),
+           '--objective', objective]
+    if objective == 'embedding':
+        ref += ['--reference', str(gp_root / 'day_right')]
     single = _train_cli(['-m', 'deepseqslam_ros.train', *ref], tmp_path / 'one.pt')
     assert single.returncode == 0, single.stderr
     env = dict(os.environ, GLOO_SOCKET_IFNAME='lo', OMP_NUM_THREADS='1')
@@ -30,8 +36,9 @@ def test_ddp_two_processes_agree_with_one(tmp_path, gp_root):
                       '-m', 'deepseqslam_ros.train', *ref], tmp_path / 'two.pt', env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = load_checkpoint(tmp_path / 'one.pt'), load_checkpoint(tmp_path / 'two.pt')
+    atol = 1e-5 if objective == 'classifier' else 5e-5   # the embedding's gradient is summed from two parts
     for name, tensor in one.head.items():
-        assert torch.allclose(tensor, two.head[name], atol=1e-5), name
+        assert torch.allclose(tensor, two.head[name], atol=atol), name
     assert one.training['history'][-1]['loss'] == pytest.approx(two.training['history'][-1]['loss'], rel=1e-4)
 
 
@@ -60,10 +67,32 @@ def test_gru_cell_trains_and_localizes(tmp_path, gp_root, backbone):
     from deepseqslam_ros.descriptors import describe_traversal
     reference = load_traversal(gp_root / 'day_left', limit=30)
     ckpt = train(reference, tmp_path / 'gru.pt', backbone, 5, cell='gru', cfg=TrainConfig(epochs=3, batch_size=8),
-                 device='cpu', progress=False)
+                 device='cpu', progress=False, objective='classifier')
     assert isinstance(load_checkpoint(tmp_path / 'gru.pt').build_head().rnn, torch.nn.GRU)
     results = Localizer(ckpt, 'cpu', MatchConfig(lstm_weight=1.0)).run(describe_traversal(backbone, reference))
     assert len(results) >= 20 and all(np.isfinite(r.scores[4:29]).all() for r in results)   # 25 classes
+
+
+def test_an_embedding_from_two_day_traversals_retrieves_night_places(tmp_path, gp_root, backbone):
+    """The default objective: the LSTM's final state as a place embedding, learned from day_left and
+    day_right (positives: the same place at 0.5-2x speed, in either). Night windows, never seen in
+    training, retrieve their place among the map's 200 window embeddings."""
+    from deepseqslam_ros.descriptors import describe_traversal
+    from deepseqslam_ros.index import compact_projection, project
+    from deepseqslam_ros.model import Standardiser, embed_frames
+    ckpt = train([load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right')], tmp_path / 'e.pt',
+                 backbone, device='cpu', progress=False)
+    assert ckpt.config.objective == 'embedding' and ckpt.training['seconds'] < 180
+    assert ckpt.training['train_recall_other'] >= 0.9   # day_right's windows find their day_left places
+    night = describe_traversal(backbone, load_traversal(gp_root / 'night_right'), progress=False)
+    compact = project(Standardiser(night.mean(0), ckpt.std).reference(night),
+                      compact_projection(ckpt.config.descriptor_dim, ckpt.config.compact_dim))
+    windows = embed_frames(ckpt.build_head(), compact, 10)[9:]
+    best = (windows @ ckpt.places.embeddings.T).topk(15).indices - torch.arange(9, 200)[:, None]
+    assert float((best.abs() <= 2).any(1).float().mean()) >= 0.85   # measured 0.95
+    with pytest.raises(ValueError, match='aligned by index'):
+        train([load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right', limit=100)],
+              tmp_path / 'x.pt', backbone, device='cpu', progress=False)
 
 
 def test_cli_errors_are_clear(tmp_path):

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             backbone = Backbone(args.cnn_arch, 'imagenet' if args.pretrained else 'none', args.img_size)
             ckpt = train(traversal, ckpt_path, backbone, args.seq_len,
                          cfg=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr), device=device,
-                         resume=args.load)
+                         resume=args.load, objective='classifier', hidden=512)
             last = ckpt.training['history'][-1]
             print(f'loss= {last["loss"]:.4f} top1= {last["top1"]:.4f} (augmented) clean top1= '
                   f'{ckpt.training["train_top1_clean"]:.4f} -> {ckpt_path}')
