@@ -34,7 +34,7 @@ from deepseqslam_ros.core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, Mat
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.index import PlaceIndex, compact_projection
 from deepseqslam_ros.model import Standardiser
-from deepseqslam_ros.train import TrainConfig, train
+from deepseqslam_ros.train import train
 from deepseqslam_ros.traversal import data_root, gardens_point_root, load_traversal
 
 TOLERANCE = 2
@@ -171,7 +171,8 @@ def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: i
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', default='10000,100000,1000000')
-    parser.add_argument('--checkpoint', help='day_left map (default: trained here on day_left and day_right; its embedding retrieves places)')
+    parser.add_argument('--checkpoint', help='day_left map (default: trained here on day_left and day_right; '
+                                             'its embedding retrieves places)')
     parser.add_argument('--no-nordland', action='store_true', help='synthetic distractors only')
     parser.add_argument('--online', type=int, default=0, help='drive an online map for this many keyframes instead')
     parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,

@@ -168,9 +168,11 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
             logits, _ = head(head_input(compact[0][places], pos))
             embeddings = embed_frames(head, compact[0], seq_len) if objective == 'embedding' else \
                 torch.zeros(0, hidden)
-            quality = {'train_top1_clean': None if logits is None else float((logits.argmax(1) == labels).float().mean())}
-            if len(compact) > 1 and objective == 'embedding':   # the other references' windows, each against the map's: within the tolerance?
-                found = torch.cat([(embed_frames(head, c, seq_len)[seq_len - 1:] @ embeddings.T).argmax(1) for c in compact[1:]])
+            quality = {'train_top1_clean': None if logits is None else
+                       float((logits.argmax(1) == labels).float().mean())}
+            if len(compact) > 1 and objective == 'embedding':   # other references' windows against the map's
+                found = torch.cat([(embed_frames(head, c, seq_len)[seq_len - 1:] @ embeddings.T).argmax(1)
+                                   for c in compact[1:]])
                 truth = torch.arange(seq_len - 1, len(frames), device=dev).repeat(len(compact) - 1)
                 quality['train_recall_other'] = float(((found - truth).abs() <= cfg.tolerance).float().mean())
         head.train()
