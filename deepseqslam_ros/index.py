@@ -2,9 +2,9 @@
 
 Map frames' standardised descriptors are projected to `dim` values by a fixed random orthonormal
 matrix (`compact_projection`: seeded, so every map and query of every run shares it; cosine
-similarities are kept up to a small distortion) and kept as float16 for verification. The same
-index also holds the map places' learned sequence embeddings (no projection: they are added as
-they are). A keyframe's candidates come from either
+similarities are kept up to a small distortion) and kept as float16 for verification. A second
+index of the same kind, without a projection, holds the map places' learned window embeddings.
+A keyframe's candidates come from either
 - a product-quantisation fast scan over every frame (FAISS `IndexPQFastScan`, `dim / 2` 4-bit
   codes: 64 B per frame at 256 values), its best `shortlist` frames (the CPU default: ~3 ms at 1M
   frames on this project's CPU), or
