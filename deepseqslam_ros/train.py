@@ -25,7 +25,7 @@ from .bag import BagError, TeachRun, teach_run
 from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
-from .index import compact_projection
+from .index import compact_projection, project
 from .model import OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_windows, head_input, stats
 from .traversal import DatasetMissingError, Traversal, load_traversal
 
@@ -130,8 +130,8 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
         stamps, names = np.arange(len(reference)), [f.name for f in reference.files]
     mean, std, standardised = _standardised(descriptors)
     frames = standardised[0]                                          # (N, D) unit norm: the map
-    projection = compact_projection(backbone.dim, ModelConfig.compact_dim).to(dev)
-    compact = torch.stack([F.normalize(s @ projection, dim=-1) for s in standardised])   # (R, N, C)
+    projection = compact_projection(backbone.dim, ModelConfig.compact_dim)
+    compact = torch.stack([project(s, projection) for s in standardised]).to(dev)   # (R, N, C), as the index's
     positions = None if reference.positions is None or objective != 'classifier' else \
         torch.as_tensor(reference.positions).float()
     if positions is not None:
