@@ -20,7 +20,8 @@ from .core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig, Recog
 from .descriptors import describe_traversal
 from .metrics import hit_metrics, place_metrics, precision_recall, score_matrix_metrics
 from .seqslam import patch_normalised, sequence_scores
-from .traversal import DatasetMissingError, Traversal, load_positions, load_traversal, traversal_positions
+from .traversal import (DatasetMissingError, Traversal, load_frame_truth, load_positions, load_traversal,
+                        traversal_positions)
 
 
 @dataclass
@@ -41,13 +42,7 @@ def load_truth(n_frames: int, query_truth: str | None = None, truth_positions: s
             raise ValueError('--truth-positions needs --tolerance-m METRES > 0')
         return Truth(positions=load_positions(truth_positions, n_frames), tolerance_m=tolerance_m)
     if query_truth:
-        path = Path(query_truth).expanduser()
-        if not path.is_file():
-            raise DatasetMissingError(f'query truth file {path} does not exist')
-        frames = np.loadtxt(path, delimiter=',', dtype=np.int64, ndmin=1).reshape(-1)
-        if len(frames) < n_frames:
-            raise ValueError(f'{path}: {len(frames)} rows for {n_frames} query frames (one map frame index each)')
-        return Truth(frames=frames[:n_frames])
+        return Truth(frames=load_frame_truth(query_truth, n_frames))
     return Truth(frames=np.arange(n_frames))
 
 

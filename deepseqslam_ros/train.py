@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
 from .index import compact_projection, project
 from .model import OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_windows, head_input, stats
-from .traversal import DatasetMissingError, Traversal, load_traversal
+from .traversal import DatasetMissingError, Traversal, frame_truth, frames_showing, load_frame_truth, load_traversal
 
 
 @dataclass
@@ -107,21 +107,22 @@ def _standardised(descriptors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.
 def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: str | os.PathLike,
           backbone: Backbone, seq_len: int = 10, cell: str = 'lstm', cfg: TrainConfig | None = None,
           device: str = 'auto', resume: bool = False, progress: bool = True, objective: str = 'embedding',
-          hidden: int = ModelConfig.hidden) -> Checkpoint:
+          hidden: int = ModelConfig.hidden, truths: list[np.ndarray | None] | None = None) -> Checkpoint:
     """Train on the first reference (an image folder, or the keyframes of a teach bag), which becomes
-    the map, and write the checkpoint to `out`; returns the checkpoint. Other references (same
-    number of frames, aligned by index) give the embedding objective positives of the same places
-    seen another time."""
+    the map, and write the checkpoint to `out`; returns the checkpoint. Other references give the
+    embedding objective positives of the same places seen another time; `truths[i]` (or None) aligns
+    references[i + 1] with the map (traversal.frame_truth: a truth array, positions or the index)."""
     cfg = cfg or TrainConfig()
     references = references if isinstance(references, list) else [references]
     rank, world, dev = _distributed(pick_device(device))
     reference = references[0]
     if len(reference) <= seq_len:
         raise ValueError(f'reference {reference.name} has {len(reference)} frames; need more than seq_len={seq_len}')
-    for other in references[1:]:
-        if len(other) != len(reference):
-            raise ValueError(f'references are aligned by index: {other.name} has {len(other)} frames, '
-                             f'{reference.name} {len(reference)}')
+    truths = list(truths or []) + [None] * (len(references) - 1 - len(truths or []))
+    truths = [frame_truth(reference, other, truth) for other, truth in zip(references[1:], truths)]
+    # per reference, the frame that shows each map frame (-1: none): the map itself, then the others
+    shows = torch.stack([torch.arange(len(reference)), *(torch.from_numpy(frames_showing(t, len(reference)))
+                                                         for t in truths)]).to(dev)
     descriptors = [r.descriptors.to(dev) if isinstance(r, TeachRun) else
                    describe_traversal(backbone.to(dev), r, progress=progress and rank == 0).to(dev) for r in references]
     if isinstance(reference, TeachRun):
@@ -131,7 +132,9 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
     mean, std, standardised = _standardised(descriptors)
     frames = standardised[0]                                          # (N, D) unit norm: the map
     projection = compact_projection(backbone.dim, ModelConfig.compact_dim)
-    compact = torch.stack([project(s, projection) for s in standardised]).to(dev)   # (R, N, C), as the index's
+    compact = [project(s, projection).to(dev) for s in standardised]   # per reference (n, C), as the index's
+    starts = torch.tensor([0, *np.cumsum([len(c) for c in compact])[:-1]], device=dev)
+    every = torch.cat(compact)                                          # all references' frames, in order
     positions = None if reference.positions is None or objective != 'classifier' else \
         torch.as_tensor(reference.positions).float()
     if positions is not None:
@@ -173,8 +176,9 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
             if len(compact) > 1 and objective == 'embedding':   # other references' windows against the map's
                 found = torch.cat([(embed_frames(head, c, seq_len)[seq_len - 1:] @ embeddings.T).argmax(1)
                                    for c in compact[1:]])
-                truth = torch.arange(seq_len - 1, len(frames), device=dev).repeat(len(compact) - 1)
-                quality['train_recall_other'] = float(((found - truth).abs() <= cfg.tolerance).float().mean())
+                truth = torch.cat([torch.from_numpy(t[seq_len - 1:]) for t in truths]).to(dev)
+                right = ((found - truth).abs() <= cfg.tolerance)[truth >= 0]
+                quality['train_recall_other'] = float(right.float().mean()) if len(right) else None
         head.train()
         return Checkpoint(model_cfg, {k: v.detach().cpu() for k, v in head.state_dict().items()},
                           mean.cpu(), std.cpu(), center, scale,
@@ -208,10 +212,13 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
                 share = len(batch) / world
             else:   # the map's windows against the same places' windows at other speeds, in any reference
                 speeds = torch.empty(len(batch)).uniform_(*log_speeds, generator=gen).exp()
-                source = torch.randint(len(compact), (len(batch),), generator=gen)
-                seen = frame_windows(len(frames), seq_len, batch + seq_len - 1, speeds)
+                source = torch.randint(len(compact), (len(batch),), generator=gen).to(dev)
+                at = frame_windows(len(frames), seq_len, batch + seq_len - 1, speeds).to(dev)   # map frames
+                seen = shows[source[:, None], at]
+                unseen = (seen < 0).any(1)   # a reference that misses part of the window: the map's own frames
+                seen[unseen], source[unseen] = at[unseen], 0
                 anchors, _ = _augment(head_input(compact[0][windows], None), None, cfg, gen)
-                positives, _ = _augment(head_input(compact[source[:, None], seen], None), None, cfg, gen)
+                positives, _ = _augment(head_input(every[starts[source][:, None] + seen], None), None, cfg, gen)
                 sizes = [len(s) for s in shares]
                 a = _all_rows(model(anchors[mine])[1], sizes, rank)
                 p = _all_rows(model(positives[mine])[1], sizes, rank)
@@ -245,14 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--reference', action='append',
                         help='folder of reference images (sorted by name); the first is the map. Repeat it for '
-                             'other traversals of the same route (same frame count, aligned by index): the '
-                             'embedding learns from them what changes between visits')
+                             'other traversals of the same route: the embedding learns from them what changes '
+                             'between visits (aligned with the map by --reference-truth, else by positions '
+                             'when both have them, else by index)')
     source.add_argument('--bag', help='teach run: a rosbag2 recording (mcap or sqlite3), keyframed into the map')
     parser.add_argument('--image-topic', help='--bag: camera topic (default: the first Image/CompressedImage topic)')
     parser.add_argument('--odom-topic', help='--bag: odometry topic (default /odom when present; named: required)')
     parser.add_argument('--keyframe-distance', type=float, default=0.5,
                         help='--bag with odometry: travel between map keyframes, in odometry units (default 0.5)')
-    parser.add_argument('--reference-positions', help='CSV of x,y per reference frame (optional)')
+    parser.add_argument('--reference-positions', action='append', default=[],
+                        help='CSV of x,y per frame of each --reference, in their order (optional; the first: the '
+                             "map's positions)")
+    parser.add_argument('--reference-truth', action='append', default=[],
+                        help='CSV of one map frame index per frame of the 2nd, 3rd, ... --reference, in their order: '
+                             'the map frame it shows (-1: none; the format of deepseqslam-eval --query-truth)')
     parser.add_argument('--out', required=True, help='checkpoint file to write')
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
     parser.add_argument('--weights', default='imagenet', help="'imagenet' (offline search), a .pth file, or 'none'")
@@ -282,12 +295,18 @@ def main(argv: list[str] | None = None) -> int:
                                   args.keyframe_distance)
             print(f'{args.bag}: {len(reference)} keyframes, odometry '
                   f'{"yes" if reference.positions is not None else "no (appearance keyframes)"}')
+            truths = None
         else:
-            reference = [load_traversal(folder, args.reference_positions if i == 0 else None, args.max_frames)
-                         for i, folder in enumerate(args.reference)]
+            if len(args.reference_positions) > len(args.reference) or \
+                    len(args.reference_truth) > len(args.reference) - 1:
+                raise ValueError('more --reference-positions / --reference-truth files than --reference folders')
+            positions = args.reference_positions + [None] * len(args.reference)
+            reference = [load_traversal(folder, csv, args.max_frames) for folder, csv in zip(args.reference, positions)]
+            truths = [load_frame_truth(csv, len(other)) for csv, other in zip(args.reference_truth, reference[1:])]
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
                      TrainConfig(args.epochs, args.steps, args.batch_size, args.lr, args.seed),
-                     args.device, args.resume, objective=args.objective, hidden=args.hidden)
+                     args.device, args.resume, objective=args.objective, hidden=args.hidden,
+                     truths=truths)
         reference = reference[0] if isinstance(reference, list) else reference
     except (BagError, DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
         print(f'deepseqslam-train: error: {exc}', file=sys.stderr)

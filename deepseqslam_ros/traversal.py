@@ -78,6 +78,52 @@ def load_positions(csv: str | os.PathLike, n_frames: int) -> np.ndarray:
     return positions[:n_frames]
 
 
+def load_frame_truth(csv: str | os.PathLike, n_frames: int) -> np.ndarray:
+    """One map-frame index per frame (the map frame it shows; -1: unknown), at least n_frames rows."""
+    path = Path(csv).expanduser()
+    if not path.is_file():
+        raise DatasetMissingError(f'truth file {path} does not exist')
+    frames = np.loadtxt(path, delimiter=',', dtype=np.int64, ndmin=1).reshape(-1)
+    if len(frames) < n_frames:
+        raise ValueError(f'{path}: {len(frames)} rows for {n_frames} frames (one map frame index each)')
+    return frames[:n_frames]
+
+
+def frame_truth(reference: Traversal, other: Traversal, truth: np.ndarray | None = None,
+                max_spacings: float = 2.0) -> np.ndarray:
+    """(len(other),) the reference frame each frame of `other` (another traversal of the route) shows,
+    -1 where none: `truth` when given; else by nearest position when both have positions (none
+    further than max_spacings median reference spacings); else the same index (same frame count)."""
+    if truth is not None:
+        return np.asarray(truth, dtype=np.int64)[:len(other)]
+    if reference.positions is not None and other.positions is not None:
+        spacing = float(np.median(np.linalg.norm(np.diff(reference.positions, axis=0), axis=1)))
+        nearest, distance = [], []
+        for chunk in np.array_split(other.positions, max(1, len(other) // 1024)):
+            d = np.linalg.norm(chunk[:, None] - reference.positions[None], axis=-1)
+            nearest.append(d.argmin(1))
+            distance.append(d.min(1))
+        return np.where(np.concatenate(distance) <= max_spacings * spacing, np.concatenate(nearest), -1)
+    if len(other) != len(reference):
+        raise ValueError(f'{other.name} has {len(other)} frames, {reference.name} {len(reference)}: references are '
+                         'aligned by index unless a truth CSV or positions of both align them')
+    return np.arange(len(other))
+
+
+def frames_showing(truth: np.ndarray, n: int) -> np.ndarray:
+    """(n,) for each reference frame, the frame of another traversal whose truth is nearest it, within
+    one frame (-1: none); `truth` as frame_truth gives it."""
+    valid = np.flatnonzero((truth >= 0) & (truth < n))
+    if not len(valid):
+        return np.full(n, -1)
+    order = valid[np.argsort(truth[valid], kind='stable')]
+    shown = truth[order]
+    right = np.searchsorted(shown, np.arange(n)).clip(0, len(shown) - 1)
+    left = (right - 1).clip(0)
+    pick = np.where(np.abs(shown[left] - np.arange(n)) < np.abs(shown[right] - np.arange(n)), left, right)
+    return np.where(np.abs(shown[pick] - np.arange(n)) <= 1, order[pick], -1)
+
+
 def traversal_positions(n_frames: int, csv: str | os.PathLike | None = None, seed: int | None = None,
                         route: str | os.PathLike | None = None) -> np.ndarray | None:
     """A traversal's own positions: from its CSV, from simulated odometry along `route`, or None."""

@@ -90,9 +90,31 @@ def test_an_embedding_from_two_day_traversals_retrieves_night_places(tmp_path, g
     windows = embed_frames(ckpt.build_head(), compact, 10)[9:]
     best = (windows @ ckpt.places.embeddings.T).topk(15).indices - torch.arange(9, 200)[:, None]
     assert float((best.abs() <= 2).any(1).float().mean()) >= 0.85   # measured 0.95
-    with pytest.raises(ValueError, match='aligned by index'):
+    with pytest.raises(ValueError, match='aligned by index unless'):
         train([load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right', limit=100)],
               tmp_path / 'x.pt', backbone, device='cpu', progress=False)
+
+
+def test_a_reference_at_another_speed_is_aligned_by_its_truth_csv(tmp_path, gp_root):
+    """--reference-truth: day_right driven 1.5x as fast (133 frames) gives the embedding positives
+    of day_left's 200 places; without it the frame counts differ and the error says what to do."""
+    faster = np.rint(np.arange(0, 199, 1.5)).astype(int)
+    folder = tmp_path / 'day_right_fast'
+    folder.mkdir()
+    files = load_traversal(gp_root / 'day_right').files
+    for k, i in enumerate(faster):
+        (folder / f'{k:04d}.jpg').symlink_to(files[i])
+    truth = tmp_path / 'truth.csv'
+    truth.write_text(''.join(f'{i}\n' for i in faster))
+    base = [sys.executable, '-m', 'deepseqslam_ros.train', '--reference', str(gp_root / 'day_left'),
+            '--reference', str(folder), '--steps', '300', '--device', 'cpu', '--out', str(tmp_path / 't.pt')]
+    run = subprocess.run(base + ['--reference-truth', str(truth)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert load_checkpoint(tmp_path / 't.pt').training['train_recall_other'] >= 0.9   # measured 1.000
+    for extra, message in (([], 'aligned by index unless a truth CSV'),
+                           (['--reference-truth', str(truth)] * 2, 'more --reference-positions')):
+        error = subprocess.run(base + extra, cwd=ROOT, capture_output=True, text=True)
+        assert error.returncode == 2 and message in error.stderr and 'Traceback' not in error.stderr
 
 
 def test_cli_errors_are_clear(tmp_path):
