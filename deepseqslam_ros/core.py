@@ -25,7 +25,8 @@ where revisits are found among frames older than `min_age` seconds.
 Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
 and scored only where it matters: windows that end at the map frames the index retrieves for the
 newest keyframe, or at the last keyframe's best places moved on under each hypothesis, are verified
-by sequence matching; no other place is scored.
+by sequence matching; no other place is scored. While the session tracks (confident answers where
+their speed led) the moved-on places carry it and the indexes are scanned every Nth keyframe only.
 """
 from __future__ import annotations
 
@@ -75,14 +76,16 @@ class MatchConfig:
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
                                      # embedding (and best places carried over)
+    tracking_scan_every: int = 10    # while tracking (confident answers moving on as their speed says),
+                                     # the indexes are scanned only every Nth keyframe; 1 = every keyframe
     index_search: str = 'auto'       # 'pq' (quantised scan, re-ranked), 'exact' (on the device); auto: exact on CUDA
 
     def __post_init__(self):
         if not 0 < self.min_speed <= self.max_speed or self.speed_steps < 1:
             raise ValueError(f'need 0 < min_speed <= max_speed and speed_steps >= 1, got '
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
-        if self.top_k < 1 or self.retrieval_k < 1:
-            raise ValueError('top_k and retrieval_k must be >= 1')
+        if min(self.top_k, self.retrieval_k, self.tracking_scan_every) < 1:
+            raise ValueError('top_k, retrieval_k and tracking_scan_every must be >= 1')
         if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
             raise ValueError('keyframe_distance, keyframe_change and memory_z must be >= 0')
         if self.index_search not in INDEX_SEARCH:
@@ -538,6 +541,8 @@ class Session:
         self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
+        self.last_answer: tuple[int, bool] | None = None   # place and confidence of the last answer
+        self.tracking = False   # the last two answers were confident, the second where the first's speed led
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -663,18 +668,20 @@ class Session:
         moved on by one keyframe under every hypothesis (a place found once is followed from there), and
         background places whose scores are the z-score background: 16 runs of 32 consecutive places,
         so that their windows share map frames. Only the newest keyframe's retrieval starts places:
-        older keyframes' retrievals were measured to add distractors, not right places."""
+        older keyframes' retrievals were measured to add distractors, not right places. While the
+        session is tracking, the moved-on places carry the answer and the indexes are scanned only
+        every tracking_scan_every keyframes (to notice a wrong track that stays confident)."""
         loc, match = self.loc, self.loc.match
-        window = torch.stack([self._compact(k) for k in self.window])
-        newest = self.window[-1]
-        limit = int(torch.searchsorted(loc.map_stamps, newest.stamp - match.min_age, right=True)) \
-            if loc.online else None
-        newest.hits = loc.index.search(newest.compact, match.retrieval_k, limit)
-        ranges = [(newest.hits - 1, newest.hits + 1)]
-        if loc.embeds:
-            newest.embedding = loc.embed(window)
-            newest.window_hits = loc.embedding_index.search(newest.embedding, match.retrieval_k, limit)
-            ranges.append((newest.window_hits - 1, newest.window_hits + 1))
+        newest, ranges = self.window[-1], []
+        if not self.tracking or self.trajectory_ends is None or self.keyframes % match.tracking_scan_every == 0:
+            limit = int(torch.searchsorted(loc.map_stamps, newest.stamp - match.min_age, right=True)) \
+                if loc.online else None
+            newest.hits = loc.index.search(self._compact(newest), match.retrieval_k, limit)
+            ranges.append((newest.hits - 1, newest.hits + 1))
+            if loc.embeds:
+                newest.embedding = loc.embed(torch.stack([self._compact(k) for k in self.window]))
+                newest.window_hits = loc.embedding_index.search(newest.embedding, match.retrieval_k, limit)
+                ranges.append((newest.window_hits - 1, newest.window_hits + 1))
         if self.trajectory is not None and self.trajectory_ends is not None:
             best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
                 min(match.retrieval_k, self.trajectory.shape[1])).indices
@@ -724,7 +731,7 @@ class Session:
             first = lay(starts)[0].amin((0, 1)).floor()   # the earliest frame a window of each range touches
             columns = spans(first, stops, n)
             slots = self.slots.fill(columns, n)
-            compact = torch.stack([k.compact for k in self.window])                         # (L, d)
+            compact = torch.stack([self._compact(k) for k in self.window])                  # (L, d)
             rows = compact @ loc.index.compact.values[columns].float().T                   # (L, C)
             background = torch.isin(ends, background)
         else:
@@ -794,6 +801,8 @@ class Session:
             scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
+        last, self.last_answer = self.last_answer, (best, confident)
+        self.tracking = confident and last is not None and last[1] and abs(best - last[0] - speed) <= 2
         loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],

@@ -117,6 +117,8 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--max-speed', type=float, default=d.max_speed, help='vision-only: fastest relative speed')
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
                         help='maps with more frames verify only the places the index retrieves')
+    parser.add_argument('--tracking-scan-every', type=int, default=d.tracking_scan_every,
+                        help='while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=d.index_search,
                         help=INDEX_SEARCH_HELP)
 
@@ -124,7 +126,7 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:
     return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
                        min_speed=args.min_speed, max_speed=args.max_speed, retrieval_limit=args.retrieval_limit,
-                       index_search=args.index_search, **more)
+                       tracking_scan_every=args.tracking_scan_every, index_search=args.index_search, **more)
 
 
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:

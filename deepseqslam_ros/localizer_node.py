@@ -62,6 +62,8 @@ PARAMETERS = {  # name: (default, description)
     'retrieval_limit': (MatchConfig.retrieval_limit,
                         'maps with more frames verify only the places the index retrieves'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
+    'tracking_scan_every': (MatchConfig.tracking_scan_every,
+                            'while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe'),
     'index_search': (MatchConfig.index_search, INDEX_SEARCH_HELP),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
@@ -94,7 +96,8 @@ def _match_config(p: dict) -> MatchConfig:
     return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
                        min_speed=p['min_speed'], max_speed=p['max_speed'], retrieval_limit=p['retrieval_limit'],
-                       retrieval_k=p['retrieval_k'], index_search=p['index_search'])
+                       retrieval_k=p['retrieval_k'], tracking_scan_every=p['tracking_scan_every'],
+                       index_search=p['index_search'])
 
 
 def _seconds(stamp) -> float:

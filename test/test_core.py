@@ -292,11 +292,28 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     answers = {}
     for search in ('pq', 'exact'):
-        localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search))
+        localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search, tracking_scan_every=1))
         assert localizer.index.quantized == (search == 'pq')
         answers[search], scans = answers_retrieving_exactly(localizer, descriptors)
         assert recall(answers[search], np.arange(60)) > 0.9 and set(scans) == {(True, True)}   # both, every keyframe
     assert [a.place for a in answers['exact']] == [a.place for a in answers['pq']]
+
+
+def test_a_tracking_session_scans_less_and_finds_itself_again_after_a_jump(ckpt, gp_root, backbone):
+    """While tracking (confident answers moving on as their speed says) the moved-on places carry the
+    answer and the indexes are scanned every tracking_scan_every keyframes only; a robot carried back
+    along the route (the query jumps from frame 44 to 5) loses the track and is found again."""
+    day_right = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
+    truth = np.r_[0:45, 5:60]
+    # a 60-frame map's z-scores run lower (2.2-2.5 here): confident from 2
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, tracking_scan_every=4, threshold=2.0))
+    answers, scans = answers_retrieving_exactly(localizer, day_right[truth])
+    scanned = [hits for hits, _ in scans]
+    assert 0.25 <= np.mean(scanned) < 0.8                  # tracking most of the way
+    assert scanned[0] and not all(scanned[:35])            # the first answer tracks nothing yet
+    before = [a for a in answers if a.frame < 45]
+    after = [a for a in answers if a.frame >= 45 + 10 + 4]   # a window past the jump, and one scan
+    assert recall(before, truth) > 0.9 and recall(after, truth) > 0.9
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (exact search on the GPU is its default)')
