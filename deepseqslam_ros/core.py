@@ -25,8 +25,9 @@ where revisits are found among frames older than `min_age` seconds.
 Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
 and scored only where it matters: windows that end at the map frames the index retrieves for the
 newest keyframe, or at the last keyframe's best places moved on under each hypothesis, are verified
-by sequence matching; no other place is scored. While the session tracks (confident answers where
-their speed led) the moved-on places carry it and the indexes are scanned every Nth keyframe only.
+by sequence matching; no other place is scored. While the session tracks (seq_len confident answers
+in a row, each where the last one's speed led) the moved-on places carry it and the indexes are
+scanned every Nth keyframe only.
 """
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ class MatchConfig:
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
                                      # embedding (and best places carried over)
-    tracking_scan_every: int = 10    # while tracking (confident answers moving on as their speed says),
-                                     # the indexes are scanned only every Nth keyframe; 1 = every keyframe
+    tracking_scan_every: int = 10    # while tracking (seq_len confident answers in a row moving on as their
+                                     # speed says), the indexes are scanned every Nth keyframe only; 1 = always
     index_search: str = 'auto'       # 'pq' (quantised scan, re-ranked), 'exact' (on the device); auto: exact on CUDA
 
     def __post_init__(self):
@@ -542,7 +543,8 @@ class Session:
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
         self.last_answer: tuple[int, bool] | None = None   # place and confidence of the last answer
-        self.tracking = False   # the last two answers were confident, the second where the first's speed led
+        self.steady = 0         # answers in a row that were confident, each where the one before's speed led
+        self.tracking = False   # seq_len such answers: the window's evidence has turned over on this track
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -794,6 +796,7 @@ class Session:
             scores = (scores + weight * lstm) / (1 + weight)
         valid = int(torch.isfinite(scores).sum())
         if valid < 1:
+            self.last_answer, self.steady, self.tracking = None, 0, False
             return None
         top, places = scores.topk(min(loc.match.top_k, valid))
         if ends is not None:   # retrieval: places by map frame, every unverified one -inf
@@ -802,7 +805,9 @@ class Session:
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
         last, self.last_answer = self.last_answer, (best, confident)
-        self.tracking = confident and last is not None and last[1] and abs(best - last[0] - speed) <= 2
+        steady = confident and last is not None and last[1] and abs(best - last[0] - speed) <= 2
+        self.steady = self.steady + 1 if steady else 0
+        self.tracking = self.steady >= length - 1
         loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],
