@@ -544,7 +544,11 @@ class Session:
         self.revisit_misses = 0                       # answers since that were not part of it
         self.last_answer: tuple[int, bool] | None = None   # place and confidence of the last answer
         self.steady = 0         # answers in a row that were confident, each where the one before's speed led
-        self.tracking = False   # seq_len such answers: the window's evidence has turned over on this track
+
+    @property
+    def tracking(self) -> bool:
+        """seq_len steady answers in a row: the window's evidence has turned over once on this track."""
+        return self.steady >= self.loc.cfg.seq_len - 1
 
     def _problem(self, kind: str, message: str) -> None:
         self.problems[kind] += 1
@@ -796,7 +800,7 @@ class Session:
             scores = (scores + weight * lstm) / (1 + weight)
         valid = int(torch.isfinite(scores).sum())
         if valid < 1:
-            self.last_answer, self.steady, self.tracking = None, 0, False
+            self.last_answer, self.steady = None, 0
             return None
         top, places = scores.topk(min(loc.match.top_k, valid))
         if ends is not None:   # retrieval: places by map frame, every unverified one -inf
@@ -807,7 +811,6 @@ class Session:
         last, self.last_answer = self.last_answer, (best, confident)
         steady = confident and last is not None and last[1] and abs(best - last[0] - speed) <= 2
         self.steady = self.steady + 1 if steady else 0
-        self.tracking = self.steady >= length - 1
         loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],
