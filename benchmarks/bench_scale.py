@@ -33,7 +33,7 @@ from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
 from deepseqslam_ros.core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.index import PlaceIndex, compact_projection
-from deepseqslam_ros.model import Standardiser
+from deepseqslam_ros.model import Standardiser, frame_change
 from deepseqslam_ros.train import train
 from deepseqslam_ros.traversal import data_root, gardens_point_root, load_traversal
 
@@ -230,7 +230,8 @@ def main() -> int:
         start = time.perf_counter()
         compact, offset = build_map(size, index.project(real).half(), others, distractors, rng)
         places = PlaceMap(compact, None, torch.arange(size, dtype=torch.float64),
-                          [f'frame/{i}' for i in range(size)], torch.zeros(0, ckpt.config.hidden), compact=True)
+                          [f'frame/{i}' for i in range(size)], torch.zeros(0, ckpt.config.hidden), compact=True,
+                          change=frame_change(real))   # keyframes calibrated on the route, as a trained map is
         localizer = Localizer(replace(ckpt, places=places), args.device, match)
         if localizer.embeds:
             _ = localizer.embedding_index   # the places' window embeddings, made from the compact map

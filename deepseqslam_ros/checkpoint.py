@@ -3,6 +3,7 @@ descriptor statistics, position normalisation and the place map. Written atomica
 a save that fails or is killed midway leaves the previous file intact."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ class PlaceMap:
     online:      built while driving (places = every window, matched by sequence alone), not the
                  training traversal whose places are the classifier's classes.
     compact:     descriptors are the place index's (N, compact_dim) float16 projections (a big map).
+    change:      the reference traversal's median frame-to-frame change (cosine distance of its
+                 standardised descriptors): vision-only keyframes are calibrated on it. NaN: measured
+                 from the map's own frames when loaded (an online map: as it grows).
     """
     descriptors: torch.Tensor
     positions: torch.Tensor | None
@@ -40,6 +44,7 @@ class PlaceMap:
     embeddings: torch.Tensor
     online: bool = False
     compact: bool = False
+    change: float = math.nan
 
     def __len__(self) -> int:
         return len(self.names)

@@ -46,7 +46,7 @@ from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
 from .index import PlaceIndex, Rows, compact_projection, project
-from .model import Standardiser, embed_frames, head_input
+from .model import Standardiser, embed_frames, frame_change, head_input
 
 
 INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
@@ -324,6 +324,7 @@ class Localizer:
         else:
             self._map['descriptors'] = Rows(places.descriptors.float().to(self.device))
         self.map_names = list(places.names)
+        self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
         if self.retrieval and not self.compact:
             self._compact()
@@ -412,12 +413,12 @@ class Localizer:
         return None if distance is None else distance.values
 
     def _statistics(self) -> None:
-        """The map's median frame spacing (map units) and frame-to-frame change (cosine distance)."""
+        """The map's median frame spacing (map units) and frame-to-frame change (cosine distance): the
+        stored calibration, else measured on the map's (a big map's recent) frames."""
         distance = self.map_distance
         self.spacing = float('nan') if distance is None else float(distance[-4097:].diff().median())
-        descriptors = self.map_descriptors[-4096:].float()   # a big map: its recent frames
-        self.change = float('nan') if len(descriptors) < 2 else \
-            float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
+        self.change = self.calibration if math.isfinite(self.calibration) else \
+            frame_change(self.map_descriptors[-4096:])
 
     def check_map(self, saved: Checkpoint) -> None:
         """A map saved by another checkpoint fits this one only if it was made by the same model:
@@ -489,7 +490,8 @@ class Localizer:
         """The checkpoint with the current map (for saving an online map)."""
         positions = None if self.map_positions is None else self.map_positions.clone()
         places = PlaceMap(self.map_descriptors.cpu().clone(), positions, self.map_stamps.clone(),
-                          list(self.map_names), self.map_embeddings.clone(), self.online, self.compact)
+                          list(self.map_names), self.map_embeddings.clone(), self.online, self.compact,
+                          self.calibration)
         return replace(self.ckpt, places=places, training={})
 
     def run(self, descriptors: torch.Tensor, positions: np.ndarray | None = None,

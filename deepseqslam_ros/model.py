@@ -129,6 +129,14 @@ def embed_frames(head: SequenceHead, compact: torch.Tensor, seq_len: int, chunk:
     return torch.cat(parts) if parts else torch.zeros(0, head.rnn.hidden_size, device=device)
 
 
+def frame_change(descriptors: torch.Tensor) -> float:
+    """Median change between consecutive unit-norm descriptors (cosine distance); NaN for < 2 frames."""
+    descriptors = descriptors.float()
+    if len(descriptors) < 2:
+        return math.nan
+    return float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
+
+
 def stats(descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std of (N, D) descriptors (std floored to avoid dead channels)."""
     return descriptors.mean(0), descriptors.std(0).clamp_min(1e-6)

@@ -26,7 +26,8 @@ from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
 from .index import compact_projection, project
-from .model import OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_windows, head_input, stats
+from .model import (OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_change, frame_windows,
+                    head_input, stats)
 from .traversal import DatasetMissingError, Traversal, frame_truth, frames_showing, load_frame_truth, load_traversal
 
 
@@ -184,7 +185,8 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
                           mean.cpu(), std.cpu(), center, scale,
                           PlaceMap(frames.cpu(), None if reference.positions is None
                                    else torch.as_tensor(reference.positions).double(),
-                                   torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu()),
+                                   torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu(),
+                                   change=frame_change(frames)),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
                            **quality, 'train_config': asdict(cfg), 'steps': epoch * batches})
 
@@ -249,23 +251,25 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='deepseqslam-train', description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--reference', action='append',
-                        help='folder of reference images (sorted by name); the first is the map. Repeat it for '
-                             'other traversals of the same route: the embedding learns from them what changes '
-                             'between visits (aligned with the map by --reference-truth, else by positions '
-                             'when both have them, else by index)')
-    source.add_argument('--bag', help='teach run: a rosbag2 recording (mcap or sqlite3), keyframed into the map')
+    parser.add_argument('--reference', action='append', default=[],
+                        help='folder of reference images (sorted by name); the first is the map unless --bag is. '
+                             'Repeat it for other traversals of the same route: the embedding learns from them '
+                             'what changes between visits (aligned with the map by --reference-truth, else by '
+                             'positions when both have them, else by index)')
+    parser.add_argument('--bag', help='teach run: a rosbag2 recording (mcap or sqlite3), keyframed into the map '
+                                      '(every --reference is then another traversal)')
     parser.add_argument('--image-topic', help='--bag: camera topic (default: the first Image/CompressedImage topic)')
     parser.add_argument('--odom-topic', help='--bag: odometry topic (default /odom when present; named: required)')
     parser.add_argument('--keyframe-distance', type=float, default=0.5,
                         help='--bag with odometry: travel between map keyframes, in odometry units (default 0.5)')
     parser.add_argument('--reference-positions', action='append', default=[],
-                        help='CSV of x,y per frame of each --reference, in their order (optional; the first: the '
-                             "map's positions)")
+                        help='CSV of x,y per frame of each --reference, in their order (optional; without --bag '
+                             "the first is the map's positions)")
     parser.add_argument('--reference-truth', action='append', default=[],
-                        help='CSV of one map frame index per frame of the 2nd, 3rd, ... --reference, in their order: '
-                             'the map frame it shows (-1: none; the format of deepseqslam-eval --query-truth)')
+                        help='CSV of one map frame index per frame of each other traversal (the 2nd, 3rd, ... '
+                             '--reference; with --bag every --reference, the bag\'s keyframes being the map frames), '
+                             'in their order: the map frame it shows (-1: none; the format of deepseqslam-eval '
+                             '--query-truth)')
     parser.add_argument('--out', required=True, help='checkpoint file to write')
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
     parser.add_argument('--weights', default='imagenet', help="'imagenet' (offline search), a .pth file, or 'none'")
@@ -288,26 +292,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--resume', action='store_true', help='continue from --out if it exists')
     args = parser.parse_args(argv)
+    if not args.reference and not args.bag:
+        parser.error('one of the arguments --reference --bag is required')
     try:
         backbone = Backbone(args.backbone, args.weights, args.image_size, args.pooling)
+        if len(args.reference_positions) > len(args.reference) or \
+                len(args.reference_truth) > len(args.reference) - (not args.bag):
+            raise ValueError('more --reference-positions / --reference-truth files than --reference folders')
+        positions = args.reference_positions + [None] * len(args.reference)
+        reference = [load_traversal(folder, csv, args.max_frames) for folder, csv in zip(args.reference, positions)]
         if args.bag:
-            reference = teach_run(args.bag, backbone.to(pick_device(args.device)), args.image_topic, args.odom_topic,
-                                  args.keyframe_distance)
-            print(f'{args.bag}: {len(reference)} keyframes, odometry '
-                  f'{"yes" if reference.positions is not None else "no (appearance keyframes)"}')
-            truths = None
-        else:
-            if len(args.reference_positions) > len(args.reference) or \
-                    len(args.reference_truth) > len(args.reference) - 1:
-                raise ValueError('more --reference-positions / --reference-truth files than --reference folders')
-            positions = args.reference_positions + [None] * len(args.reference)
-            reference = [load_traversal(folder, csv, args.max_frames) for folder, csv in zip(args.reference, positions)]
-            truths = [load_frame_truth(csv, len(other)) for csv, other in zip(args.reference_truth, reference[1:])]
+            teach = teach_run(args.bag, backbone.to(pick_device(args.device)), args.image_topic, args.odom_topic,
+                              args.keyframe_distance)
+            print(f'{args.bag}: {len(teach)} keyframes, odometry '
+                  f'{"yes" if teach.positions is not None else "no (appearance keyframes)"}')
+            reference = [teach, *reference]
+        truths = [load_frame_truth(csv, len(other)) for csv, other in zip(args.reference_truth, reference[1:])]
         ckpt = train(reference, args.out, backbone, args.seq_len, args.cell,
                      TrainConfig(args.epochs, args.steps, args.batch_size, args.lr, args.seed),
                      args.device, args.resume, objective=args.objective, hidden=args.hidden,
                      truths=truths)
-        reference = reference[0] if isinstance(reference, list) else reference
+        reference = reference[0]
     except (BagError, DatasetMissingError, WeightsNotFoundError, CheckpointError, ValueError, RuntimeError) as exc:
         print(f'deepseqslam-train: error: {exc}', file=sys.stderr)
         return 2

@@ -152,6 +152,13 @@ def test_map_from_teach_bag_and_truth_by_index_or_position(tmp_path, gp_root):
     folder = json.loads((tmp_path / 'f.json').read_text())
     assert by_index['recall@1'] >= folder['recall@1'] - 0.02, (by_index, folder)
     assert abs(by_position['recall@1'] - by_index['recall@1']) <= 0.1
+    # another traversal (day_right, index-aligned with night) trains the bag map's embedding, aligned
+    # with its keyframes by a truth CSV
+    done = run([sys.executable, '-m', 'deepseqslam_ros.train', '--steps', '300', '--bag', str(teach), '--odom-topic',
+                '/odom', '--keyframe-distance', str(spacing), '--reference', str(gp_root / 'day_right'),
+                '--reference-truth', str(tmp_path / 'truth.csv'), '--out', str(tmp_path / 'both.pt')])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert load_checkpoint(tmp_path / 'both.pt').training['train_recall_other'] >= 0.9
     # bad teach bags: odometry topic named but absent, an empty camera topic
     done = run([*train, '--bag', str(teach), '--odom-topic', '/wheel_odom', '--out', str(tmp_path / 'x.pt')])
     assert done.returncode == 2 and '/wheel_odom' in done.stderr and 'Traceback' not in done.stderr

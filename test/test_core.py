@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepseqslam_ros.checkpoint import load_checkpoint
+from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
 from deepseqslam_ros.core import Frame, Localizer, MatchConfig, split_stamp, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
-from deepseqslam_ros.model import frame_windows
+from deepseqslam_ros.model import frame_change, frame_windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
 from deepseqslam_ros.warps import describe_run, make_run
 
@@ -188,6 +188,29 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, 
         replayed = [a for a in (session.step(raw[i], None, 1000.0 + i) for i in range(5, 45)) if a is not None]
         view = [again.place_stamp(a.place) % 100 for a in replayed[10:]]   # passes at stamps i and 100 + i
         assert len(view) >= 10 and np.mean([abs(v - 5 - a.frame) <= 3 for v, a in zip(view, replayed[10:])]) > 0.8
+
+
+def test_the_keyframe_calibration_is_the_reference_traversals_and_survives_compaction(ckpt, tmp_path):
+    """Vision-only keyframes are calibrated on the reference traversal's frame-to-frame change, stored
+    at training: a compact map whose recent frames are other places (here: random views) keyframes a
+    query as the reference would, and keeps the calibration when saved; without it, the map's own
+    frames are measured."""
+    reference = ckpt.places.change
+    assert reference == pytest.approx(frame_change(ckpt.places.descriptors)) and 0.05 < reference < 1
+    projected = Localizer(ckpt, 'cpu').project(ckpt.places.descriptors)
+    random = torch.randn(300, projected.shape[1], generator=torch.Generator().manual_seed(0))
+    others = torch.nn.functional.normalize(random, dim=1)
+    frames = torch.cat([projected, others]).half()
+    n = len(frames)
+    for stored, expected in ((reference, reference), (float('nan'), frame_change(frames[-4096:]))):
+        places = PlaceMap(frames, None, torch.arange(n, dtype=torch.float64), [f'f/{i}' for i in range(n)],
+                          torch.zeros(0, ckpt.config.hidden), compact=True, change=stored)
+        localizer = Localizer(replace(ckpt, places=places), 'cpu')
+        assert localizer.compact and localizer.change == pytest.approx(expected)
+    assert abs(frame_change(frames) - reference) > 0.3      # the random views' change is another
+    localizer = Localizer(replace(ckpt, places=replace(places, change=reference)), 'cpu')
+    localizer.to_checkpoint().save(tmp_path / 'map.pt')
+    assert Localizer(load_checkpoint(tmp_path / 'map.pt'), 'cpu').change == pytest.approx(reference)
 
 
 def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
