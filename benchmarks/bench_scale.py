@@ -1,5 +1,5 @@
 """Maps of 10k to 1M places: Gardens Point day_left's 200 real frames hidden among distractor places,
-night_right as the (vision-only) query. Per size: per-keyframe latency, memory per place, recall@1,
+night_right (or day_right, `--query`) as the (vision-only) query. Per size: per-keyframe latency, memory per place, recall@1,
 and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
@@ -188,6 +188,8 @@ def main() -> int:
                         help=INDEX_SEARCH_HELP)
     parser.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     parser.add_argument('--seed', type=int, default=0, help='another map: other distractors, real frames elsewhere')
+    parser.add_argument('--query', default='night_right', choices=('night_right', 'day_right'),
+                        help='the Gardens Point query traversal (day_right: the validation pair)')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -199,7 +201,7 @@ def main() -> int:
               progress=False)
     ckpt = load_checkpoint(path)
     reference = Standardiser(ckpt.mean, ckpt.std).reference
-    query = describe_traversal(backbone, load_traversal(root / 'night_right'), progress=False)
+    query = describe_traversal(backbone, load_traversal(root / args.query), progress=False)
     match = MatchConfig(index_search=args.index_search, tracking_scan_every=args.tracking_scan_every)
     index = PlaceIndex(ckpt.config.compact_dim, compact_projection(ckpt.config.descriptor_dim, ckpt.config.compact_dim))
     real = reference(describe_traversal(backbone, load_traversal(root / 'day_left'), progress=False))
@@ -237,7 +239,8 @@ def main() -> int:
             _ = localizer.embedding_index   # the places' window embeddings, made from the compact map
         built = time.perf_counter() - start
         row = {'places': size, **measure(localizer, query, offset, match.retrieval_k),
-               'bytes_per_place': bytes_per_place(localizer), 'build_s': built}
+               'bytes_per_place': bytes_per_place(localizer), 'build_s': built,
+               'whole_map_recall@1': whole['recall@1']}
         rows.append(row)
         print(f'{size:>8} places: p50 {row["p50_ms"]:.1f} ms, p95 {row["p95_ms"]:.1f} ms, '
               f'{row["bytes_per_place"]:.0f} B/place, recall@1 {row["recall@1"]:.3f} '

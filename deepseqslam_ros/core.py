@@ -25,7 +25,7 @@ where revisits are found among frames older than `min_age` seconds.
 Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
 and scored only where it matters: windows that end at the map frames the index retrieves for the
 newest keyframe, or at the last keyframe's best places moved on under each hypothesis, are verified
-by sequence matching; no other place is scored. While the session tracks (seq_len confident answers
+by sequence matching; no other place is scored. While the session tracks (seq_len answers
 in a row, each where the last one's speed led) the moved-on places carry it and the indexes are
 scanned every Nth keyframe only.
 """
@@ -51,6 +51,7 @@ from .model import Standardiser, embed_frames, frame_change, head_input
 
 INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
 INDEX_SEARCH_HELP = 'pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA'
+BACKGROUND_REACH = 100   # map frames around a retrieved place where its z-score background is drawn
 
 
 @dataclass
@@ -77,7 +78,7 @@ class MatchConfig:
     retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
     retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
                                      # embedding (and best places carried over)
-    tracking_scan_every: int = 10    # while tracking (seq_len confident answers in a row moving on as their
+    tracking_scan_every: int = 10    # while tracking (seq_len answers in a row moving on as their
                                      # speed says), the indexes are scanned every Nth keyframe only; 1 = always
     index_search: str = 'auto'       # 'pq' (quantised scan, re-ranked), 'exact' (on the device); auto: exact on CUDA
 
@@ -544,8 +545,8 @@ class Session:
         self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
-        self.last_answer: tuple[int, bool] | None = None   # place and confidence of the last answer
-        self.steady = 0         # answers in a row that were confident, each where the one before's speed led
+        self.last_answer: int | None = None   # place of the last answer
+        self.steady = 0         # answers in a row, each where the one before's speed led
 
     @property
     def tracking(self) -> bool:
@@ -674,11 +675,14 @@ class Session:
         index retrieves for the newest keyframe and the map frames whose windows' embeddings are
         nearest the window's (with an embedding head; each +-1), the best places of the last keyframe
         moved on by one keyframe under every hypothesis (a place found once is followed from there), and
-        background places whose scores are the z-score background: 16 runs of 32 consecutive places,
-        so that their windows share map frames. Only the newest keyframe's retrieval starts places:
-        older keyframes' retrievals were measured to add distractors, not right places. While the
+        background places whose scores are the z-score background: 16 runs of 32 consecutive places
+        (their windows share map frames), each within BACKGROUND_REACH map frames of a place to verify:
+        the places around a candidate are its own route, as a small map's background is the map's own
+        route (random places of a big map lie on other routes and are easy to beat: the z-scores
+        inflated and the memory trusted the present too much). Only the newest keyframe's retrieval
+        starts places: older keyframes' retrievals were measured to add distractors, not right places. While the
         session is tracking, the moved-on places carry the answer and the indexes are scanned only
-        every tracking_scan_every keyframes (to notice a wrong track that stays confident)."""
+        every tracking_scan_every keyframes (to notice a wrong track that stays consistent)."""
         loc, match = self.loc, self.loc.match
         newest, ranges = self.window[-1], []
         if not self.tracking or self.trajectory_ends is None or self.keyframes % match.tracking_scan_every == 0:
@@ -694,7 +698,11 @@ class Session:
             best = self.trajectory.nan_to_num(neginf=-1e9).max(0).values.topk(
                 min(match.retrieval_k, self.trajectory.shape[1])).indices
             ranges.append(moved_on(self.trajectory_ends[best]))
-        background = (torch.randint(0, n, (16, 1), generator=self.random) + torch.arange(32)).flatten()
+        centres = torch.cat([r[0] for r in ranges]).long()
+        centres = centres[torch.randint(0, len(centres), (16,), generator=self.random)] if len(centres) else \
+            torch.randint(0, n, (16,), generator=self.random)   # nothing retrieved (all too young): anywhere
+        shift = torch.randint(-BACKGROUND_REACH, BACKGROUND_REACH + 1, (16,), generator=self.random)
+        background = ((centres + shift - 16).clamp(0, max(n - 32, 0))[:, None] + torch.arange(32)).flatten()
         background = background.clamp(max=n - 1)
         starts, stops = (torch.cat([*(r[i] for r in ranges), background]).clamp(0, n - 1) for i in (0, 1))
         return starts, stops, background
@@ -810,9 +818,8 @@ class Session:
             scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
-        last, self.last_answer = self.last_answer, (best, confident)
-        steady = confident and last is not None and last[1] and abs(best - last[0] - speed) <= 2
-        self.steady = self.steady + 1 if steady else 0
+        last, self.last_answer = self.last_answer, best
+        self.steady = self.steady + 1 if last is not None and abs(best - last - speed) <= 2 else 0
         loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],

@@ -323,14 +323,13 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
 
 
 def test_a_tracking_session_scans_less_and_finds_itself_again_after_a_jump(ckpt, gp_root, backbone):
-    """While tracking (seq_len confident answers in a row, each where the last one's speed led) the
+    """While tracking (seq_len answers in a row, each where the last one's speed led) the
     moved-on places carry the answer and the indexes are scanned every tracking_scan_every keyframes
     only; a robot carried back along the route (the query jumps from frame 44 to 5) loses the track
     and is found again."""
     day_right = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     truth = np.r_[0:45, 5:60]
-    # a 60-frame map's z-scores run lower (2.2-2.5 here): confident from 2
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, tracking_scan_every=4, threshold=2.0))
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, tracking_scan_every=4))
     answers, scans = answers_retrieving_exactly(localizer, day_right[truth])
     scanned = [hits for hits, _ in scans]
     assert 0.25 <= np.mean(scanned) < 0.8                  # tracking most of the way

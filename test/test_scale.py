@@ -27,7 +27,10 @@ def test_night_queries_find_the_real_places_among_distractors(tmp_path):
             'true_retrieved', 'true_retrieved_by_window'}
     assert set(row) >= keys, out
     assert row['places'] == 5000 and row['bytes_per_place'] < 2048
-    assert row['recall@1'] >= 0.6 and row['index_recall'] >= 0.99 and row['index_recall_window'] >= 0.99, out
+    assert row['index_recall'] >= 0.99 and row['index_recall_window'] >= 0.99, out
+    # the distractors cost little (the z-score background lies around the candidates: 0.930 against the
+    # whole 200-frame map's 0.962; random places as the background: 0.897)
+    assert row['recall@1'] >= row['whole_map_recall@1'] - 0.05, out
     # the LSTM's window embedding (trained on day_left and day_right) finds night's true place among
     # the distractors more often than the newest keyframe's descriptor does
     assert row['true_retrieved_by_window'] > row['true_retrieved'] + 0.1, out
