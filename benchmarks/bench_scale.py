@@ -1,6 +1,6 @@
 """Maps of 10k to 1M places: Gardens Point day_left's 200 real frames hidden among distractor places,
-night_right (or day_right, `--query`) as the (vision-only) query. Per size: per-keyframe latency, memory per place, recall@1,
-and the index's recall against exact search. One run, this machine.
+night_right (or day_right, `--query`) as the (vision-only) query. Per size: per-keyframe latency,
+memory per place, recall@1, and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
     .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far
