@@ -52,6 +52,7 @@ from .model import Standardiser, embed_frames, frame_change, head_input
 INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
 INDEX_SEARCH_HELP = 'pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA'
 BACKGROUND_REACH = 100   # map frames around a retrieved place where its z-score background is drawn
+TRACK_MARGIN = 1.0       # z-score below the best at which the tracked place still counts as the same track
 
 
 @dataclass
@@ -545,8 +546,8 @@ class Session:
         self.first_seen: dict[int, tuple[float, np.ndarray | None]] = {}   # place -> stamp, odometry of first visit
         self.revisit: int | None = None               # place of the ongoing revisit's latest answer
         self.revisit_misses = 0                       # answers since that were not part of it
-        self.last_answer: int | None = None   # place of the last answer
-        self.steady = 0         # answers in a row, each where the one before's speed led
+        self.last_answer: int | None = None   # place of the track followed (the last answer or a copy)
+        self.steady = 0         # answers in a row, each with its track where the one before's speed led
 
     @property
     def tracking(self) -> bool:
@@ -818,13 +819,27 @@ class Session:
             scores = torch.full((len(loc.map_names),), -math.inf).index_put_((ends,), scores)
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
-        last, self.last_answer = self.last_answer, best
-        self.steady = self.steady + 1 if last is not None and abs(best - last - speed) <= 2 else 0
+        self._follow(scores, best, speed)
         loop_closure, loop_offset = self._revisit(best, stamp, confident)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],
                            scores=scores.cpu().numpy(), alignment=alignment, speed=speed, key=key,
                            loop_closure=loop_closure, loop_offset=loop_offset)
+
+    def _follow(self, scores: torch.Tensor, best: int, speed: float) -> None:
+        """Go on tracking when the place where the last one's speed led (2 map frames of slack) scores
+        within TRACK_MARGIN of the best, and follow that place: a map that holds several passes of a
+        route has a copy of each place per pass, and the best answer jumps between copies while each
+        copy is a consistent track (following the best alone lost tracking after a few passes)."""
+        last, self.last_answer = self.last_answer, best
+        if last is not None:
+            led = round(last + speed)
+            near = scores[max(led - 2, 0):led + 3]
+            if len(near) and float(near.max()) >= float(scores[best]) - TRACK_MARGIN:
+                self.last_answer = max(led - 2, 0) + int(near.argmax())
+                self.steady += 1
+                return
+        self.steady = 0
 
     def _revisit(self, place: int, stamp: float, confident: bool) -> tuple[float | None, np.ndarray | None]:
         """(stamp of the place's first visit, odometry offset) on the first answer of a revisit, else

@@ -339,6 +339,24 @@ def test_a_tracking_session_scans_less_and_finds_itself_again_after_a_jump(ckpt,
     assert recall(before, truth) > 0.9 and recall(after, truth) > 0.9
 
 
+def test_an_online_map_of_many_passes_keeps_tracking(ckpt, gp_root, backbone):
+    """An online map driven around one route pass after pass holds a copy of each place per pass; the
+    best answer jumps between copies, and the session must still track (follow one copy) so that the
+    indexes are scanned every tracking_scan_every keyframes, not on every one."""
+    route = describe_traversal(backbone, load_traversal(gp_root / 'day_left'), progress=False)
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=15.0, retrieval_limit=0, tracking_scan_every=4),
+                          online=True)
+    session, noise, late = localizer.session(), torch.Generator().manual_seed(0), []
+    for lap in range(6):
+        for i, d in enumerate(route + 0.05 * ckpt.std * torch.randn(route.shape, generator=noise)):
+            answer = session.step(d, None, 20.0 * lap + 0.1 * i)
+            if answer is not None and lap >= 3 and 20 <= i < 190:   # 3 copies of each place, within a pass
+                late.append((session.tracking, session.window[-1].hits is not None,
+                             abs(localizer.place_stamp(answer.place) % 20.0 - 0.1 * i) <= 0.25))
+    tracking, scanned, right = np.mean(late, axis=0)
+    assert right > 0.95 and tracking > 0.9 and scanned < 0.35, (right, tracking, scanned)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (exact search on the GPU is its default)')
 def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone):
     """On CUDA, `auto` is exact search with the compact descriptors mirrored on the GPU; it retrieves
