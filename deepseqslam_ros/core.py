@@ -192,21 +192,33 @@ def spans(starts: torch.Tensor, stops: torch.Tensor, n: int) -> torch.Tensor:
     return torch.unique(values[values <= stops[:, None]])
 
 
+EASED_AFTER, EASED_CHANGE = 3, 0.8   # vision-only keyframe hysteresis (Keyframer)
+
+
 class Keyframer:
     """Which frames are keyframes. With an odometry step: after `distance` of travel; a step of more
     than `jump` keyframe distances is reported ('odom_jump') and ignored; `stuck` view changes without
     travel are reported once ('odom_stuck') and keyframes then follow the view until the robot moves.
     Without a step: when the view (a unit-norm standardised descriptor) has changed by `change`
-    (cosine distance) since the last keyframe. `odometer` is the accepted travel so far."""
+    (cosine distance) since the last keyframe, or by `EASED_CHANGE` x `change` once the last `EASED_AFTER`
+    frames were all keyframes (a robot moving a map frame or more per camera frame: a keyframe that
+    changes a little less than the rest is not skipped, while a stopped robot's noise never starts the
+    run). `odometer` is the accepted travel so far."""
 
     def __init__(self, on_problem: Callable[[str, str], None], jump: float = 20.0, stuck: int = 5):
         self.on_problem, self.jump, self.stuck_after = on_problem, jump, stuck
         self.last: torch.Tensor | None = None   # the view of the last keyframe or view change
         self.odometer = self.travelled = 0.0
         self.changes, self.stuck = 0, False
+        self.run = 0   # frames in a row that were keyframes
 
     def __call__(self, view: torch.Tensor, change: float, step: float | None = None,
                  distance: float = math.inf) -> bool:
+        taken = self._decide(view, change, step, distance)
+        self.run = self.run + 1 if taken else 0
+        return taken
+
+    def _decide(self, view: torch.Tensor, change: float, step: float | None, distance: float) -> bool:
         if step is not None:
             if step > self.jump * distance:
                 self.on_problem('odom_jump', f'odometry jumps by {step:.3g} between two frames: ignored')
@@ -215,12 +227,14 @@ class Keyframer:
             self.travelled += step
         if self.last is None:
             return self._take(view)
-        changed = 1 - float(view @ self.last) >= change
+        difference = 1 - float(view @ self.last)
+        changed = difference >= change
         if step is not None and self.travelled >= distance:
             self.stuck = False
             return self._take(view)
         if step is None or self.stuck:
-            return self._take(view) if changed else False
+            eased = self.run >= EASED_AFTER and difference >= EASED_CHANGE * change
+            return self._take(view) if changed or eased else False
         if changed:   # the view keeps changing while odometry says the robot stands still
             self.last, self.changes = view, self.changes + 1
             if self.changes >= self.stuck_after:

@@ -1,4 +1,5 @@
 """The streaming session: keyframes, speed handling, odometry alignment and bad input."""
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
-from deepseqslam_ros.core import Frame, Localizer, MatchConfig, split_stamp, teach_keyframes
+from deepseqslam_ros.core import EASED_AFTER, EASED_CHANGE, Frame, Keyframer, Localizer, MatchConfig, split_stamp, \
+    teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.model import frame_change, frame_windows
 from deepseqslam_ros.traversal import load_positions, load_traversal
@@ -142,6 +144,27 @@ def test_teach_keyframes_by_distance_and_appearance():
     jump[40:] += 100
     with pytest.raises(ValueError, match='jumps'):
         teach_keyframes(noisy, jump, distance=1.0)
+
+
+def test_keyframes_by_appearance_ease_while_the_robot_keeps_moving():
+    """Vision-only: once EASED_AFTER frames in a row were keyframes, a view that changed a little less
+    than the threshold is one too; after a skipped frame (a stop) it is not, and noise never is."""
+    change = 0.1
+
+    def keyframes(differences):
+        """Each view `difference` x change (cosine distance) from the last keyframe: which are taken."""
+        keyframer, last, taken = Keyframer(lambda kind, message: None), 0.0, []
+        for difference in [0.0] + differences:
+            angle = last + math.acos(1 - difference * change)
+            taken.append(keyframer(torch.tensor([math.cos(angle), math.sin(angle)]), change))
+            last = angle if taken[-1] else last
+        return taken
+
+    small = (1 + EASED_CHANGE) / 2   # between the eased and the full threshold
+    assert keyframes([1.05] * EASED_AFTER + [small, small]) == [True] * (EASED_AFTER + 3)
+    assert keyframes([1.05] * (EASED_AFTER - 2) + [small]) == [True] * (EASED_AFTER - 1) + [False]
+    assert keyframes([1.05] * EASED_AFTER + [0.5 * EASED_CHANGE, small, 1.05]) == [True] * (EASED_AFTER + 1) + \
+        [False, False, True]
 
 
 def test_positions_used_and_missing_positions_tolerated(classifier_checkpoint):
