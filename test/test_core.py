@@ -406,7 +406,7 @@ def test_a_dark_stretch_is_crossed_on_the_past_evidence(ckpt, gp_root, backbone)
     night = describe_traversal(backbone, load_traversal(gp_root / 'night_right', limit=60), progress=False)
     query = night.clone()
     noise = torch.randn(query[30:40].shape, generator=torch.Generator().manual_seed(0))
-    query[30:40] = 0.3 * query[30:40] + 0.7 * night.mean(0) + 0.2 * night.std(0) * noise
+    query[30:40] = 0.15 * query[30:40] + 0.85 * night.mean(0) + 0.2 * night.std(0) * noise
     crossing = {}
     for memory_z in (MatchConfig.memory_z, 0.0):
         answers = Localizer(ckpt, 'cpu', MatchConfig(memory_z=memory_z)).run(query)

@@ -210,7 +210,7 @@ def test_online_map_finds_revisits_and_saves(small_checkpoint, gp_root, tmp_path
     saved = tmp_path / 'online_map.pt'
     node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
                            image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
-                           loop_closure_gap=5.0, map_save_path=saved, score_threshold=2.5)
+                           loop_closure_gap=5.0, map_save_path=saved, score_threshold=2.0)
     try:
         assert client.wait_ready(), (tmp_path / 'node.log').read_text()
         stamps = []
