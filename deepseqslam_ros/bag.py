@@ -40,6 +40,7 @@ from .warps import WARPS, Run, make_run
 TYPES = get_typestore(Stores.ROS2_KILTED)
 IMAGE_TOPIC, ODOM_TOPIC, TRUTH_TOPIC = '/camera/image_raw', '/odom', '/ground_truth/place'
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+DRAIN_PATIENCE = 15.0   # s without a frame processed after which a live replay stops waiting for the node
 
 
 class BagError(RuntimeError):
@@ -296,7 +297,7 @@ def replay_live(contents: BagContents, rate_factor: float, node_name: str, image
                 rclpy.spin_once(node, timeout_sec=min(wait, 0.01))
             (camera if kind else odom).publish(raw)
         target, last, moved = before + len(contents.frames), -1, time.monotonic()
-        while time.monotonic() - moved < 5.0:   # drain: until every frame is processed, or none for 5 s
+        while time.monotonic() - moved < DRAIN_PATIENCE:   # drain: until every frame is processed, or none for a while
             rclpy.spin_once(node, timeout_sec=0.1)
             done = int(diagnostics.get('frames_processed', 0))
             if done != last:
