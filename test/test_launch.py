@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ros_harness import Client, ros_env, stop
+from ros_harness import Client, ros_env, stamp_msg, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'localize.launch.py'
@@ -125,6 +125,41 @@ def test_ros2_run_finds_the_executable(small_checkpoint, tmp_path):
     try:
         assert client.wait_ready(), (tmp_path / 'run.log').read_text()
         assert client.diagnostics()['checkpoint'] == str(small_checkpoint)
+    finally:
+        stop(process)
+        client.close()
+
+
+@needs_ros2
+@pytest.mark.slow
+def test_ros2_launch_use_sim_time_follows_the_bag_clock(small_checkpoint, tmp_path):
+    """`use_sim_time:=true`, as with `ros2 bag play --clock`: the node stamps /diagnostics with the /clock
+    it is given, not the wall clock; a value that is not true or false stops the launch with the reason."""
+    from rosgraph_msgs.msg import Clock
+    launch = ['launch', 'deepseqslam_ros', 'localize.launch.py', f'checkpoint:={small_checkpoint}', 'device:=cpu']
+    refused = _start([*launch, 'use_sim_time:=maybe'], tmp_path / 'refused.log')
+    try:
+        refused.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop(refused)   # a launch that was not refused must not leave its node in the tests' DDS domain
+    text = (tmp_path / 'refused.log').read_text()
+    assert refused.returncode != 0 and "use_sim_time must be true or false, not 'maybe'" in text, text
+    process = _start([*launch, 'use_sim_time:=true'], tmp_path / 'sim.log')
+    client = Client()
+    clock = client.node.create_publisher(Clock, '/clock', 10)
+    start = now = 5000.0   # a bag's clock, far from the wall clock's ~1.8e9 s
+    try:
+        deadline = time.monotonic() + 90
+        while not client.diagnostics() and time.monotonic() < deadline:
+            now += 0.1
+            clock.publish(Clock(clock=stamp_msg(now)))
+            client.spin(0.1)
+        assert client.diagnostics(), (tmp_path / 'sim.log').read_text()
+        stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in client.received['diagnostics']]
+        assert all(start <= stamp <= now for stamp in stamps), (stamps, now)
+        assert 'Boolean value is: True' in _param('use_sim_time')
     finally:
         stop(process)
         client.close()
