@@ -277,7 +277,7 @@ def replay_live(contents: BagContents, rate_factor: float, node_name: str, image
 
     def on_diagnostics(msg):
         for status in msg.status:
-            if status.name.startswith(node_name):
+            if status.name.startswith(f'{node_name}:'):
                 diagnostics.update({kv.key: kv.value for kv in status.values})
     node.create_subscription(PointCloud, f'/{node_name}/candidates', answers.append, 1000)
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     add_match_arguments(ev)
     ev.add_argument('--live', action='store_true', help='play over DDS into a running localizer node')
     ev.add_argument('--rate-factor', type=float, default=1.0, help='live: playback speed x recorded rate')
-    ev.add_argument('--node', default='deepseqslam_localizer', help='live: the localizer node name')
+    ev.add_argument('--node', default='deepseqslam_localizer',
+                    help='live: the localizer node name, with its namespace if any (robot1/deepseqslam_localizer)')
     ev.add_argument('--publish-image-topic', help='live: topic to publish frames on (default: the bag\'s)')
     ev.add_argument('--publish-odom-topic', help='live: topic to publish odometry on (default: the bag\'s)')
     ev.add_argument('--qos', choices=('sensor_data', 'reliable'), default='sensor_data', help='live: camera QoS')

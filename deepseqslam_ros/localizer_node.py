@@ -387,7 +387,8 @@ class LocalizerNode(Node):
         self.last_report = (now, self.received, self.processed, self.busy)
         elapsed = max(now - then, 1e-9)   # rates are over the last diagnostics period
         latencies = sorted(self.latencies)
-        status = DiagnosticStatus(name='deepseqslam_localizer: place recognition', hardware_id='deepseqslam')
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name().lstrip("/")}: place recognition',
+                                  hardware_id='deepseqslam')   # e.g. robot1/deepseqslam_localizer: one per robot
         recent = sorted(kind for kind, seen in self._last_seen.items() if now - seen <= PROBLEM_HOLD)
         status.level = DiagnosticStatus.ERROR if self.localizer is None else (
             DiagnosticStatus.WARN if recent else DiagnosticStatus.OK)

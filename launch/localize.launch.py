@@ -2,7 +2,8 @@
 
 The node reads `params_file` (default: the package's config/localize.yaml); a launch argument
 overrides it only when it is given (an empty value means "not given"). `use_sim_time:=true` puts the
-node on the /clock that `ros2 bag play --clock` publishes.
+node on the /clock that `ros2 bag play --clock` publishes; `namespace:=robot1` puts it and its topics
+under /robot1 (relative topic names such as `image_topic:=camera/image_raw` resolve there too).
 """
 import os
 
@@ -31,6 +32,7 @@ def _node(context):
             raise ValueError(f'use_sim_time must be true or false, not {sim_time!r}')
         given['use_sim_time'] = BOOLEANS[sim_time]
     return [Node(package='deepseqslam_ros', executable='localizer', name='deepseqslam_localizer', output='screen',
+                 namespace=context.launch_configurations.get('namespace', ''),
                  parameters=[LaunchConfiguration('params_file').perform(context), given])]
 
 
@@ -41,4 +43,5 @@ def generate_launch_description():
     arguments.append(DeclareLaunchArgument('params_file', default_value=params_file, description='parameters YAML'))
     arguments.append(DeclareLaunchArgument('use_sim_time', default_value='',
                                            description='true: follow /clock (bag replay with --clock)'))
+    arguments.append(DeclareLaunchArgument('namespace', default_value='', description='e.g. robot1 (multi-robot)'))
     return LaunchDescription([*arguments, OpaqueFunction(function=_node)])

@@ -55,14 +55,14 @@ class Client:
     """A test-side rclpy node: publishers for camera/odometry, recorders for every node output."""
 
     def __init__(self, image_topic='/test/image', odom_topic='/test/odom', image_reliable=True,
-                 compressed=False):
+                 compressed=False, node=NODE):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PointStamped, PoseWithCovarianceStamped
         from nav_msgs.msg import Odometry
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image, PointCloud, TimeReference
-        self.rclpy = rclpy
+        self.rclpy, self.localizer = rclpy, node   # the localizer's name, with its namespace if any
         if not rclpy.ok():
             rclpy.init()
         self.node = rclpy.create_node(f'test_client_{os.getpid()}')
@@ -75,7 +75,7 @@ class Client:
         self.received = {k: [] for k in (*outputs, 'initialpose', 'diagnostics')}
         self.arrivals = {k: [] for k in self.received}   # wall-clock time each message arrived
         for name, kind in outputs.items():
-            self.node.create_subscription(kind, f'/{NODE}/{name}', self._recorder(name), 100)
+            self.node.create_subscription(kind, f'/{node}/{name}', self._recorder(name), 100)
         self.node.create_subscription(PoseWithCovarianceStamped, '/initialpose', self._recorder('initialpose'), 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.received['diagnostics'].append, 10)
 
@@ -102,7 +102,7 @@ class Client:
         """The node's latest /diagnostics values, or {}."""
         for array in reversed(self.received['diagnostics']):
             for status in array.status:
-                if status.name.startswith(NODE):
+                if status.name.startswith(f'{self.localizer}:'):
                     return {kv.key: kv.value for kv in status.values} | {'_level': status.level}
         return {}
 

@@ -30,13 +30,13 @@ def test_launch_file_names_real_executable_params_and_arguments():
                      and getattr(n.targets[0], 'id', '') == 'ARGUMENTS')
     names = set(ast.literal_eval(arguments.value))
     assert {'image_topic', 'odom_topic', 'checkpoint', 'device'} <= names
-    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['deepseqslam_localizer']['ros__parameters']
+    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['/**']['ros__parameters']
     assert names <= set(params)
 
 
 def test_params_file_matches_node_parameters():
     from deepseqslam_ros.localizer_node import PARAMETERS
-    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['deepseqslam_localizer']['ros__parameters']
+    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['/**']['ros__parameters']
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert type(value) is type(PARAMETERS[name][0]), name
@@ -160,6 +160,32 @@ def test_ros2_launch_use_sim_time_follows_the_bag_clock(small_checkpoint, tmp_pa
         stamps = [a.header.stamp.sec + a.header.stamp.nanosec * 1e-9 for a in client.received['diagnostics']]
         assert all(start <= stamp <= now for stamp in stamps), (stamps, now)
         assert 'Boolean value is: True' in _param('use_sim_time')
+    finally:
+        stop(process)
+        client.close()
+
+
+@needs_ros2
+@pytest.mark.slow
+def test_ros2_launch_in_a_namespace(small_checkpoint, gp_root, tmp_path):
+    """`namespace:=robot1`, one localizer per robot: the node, its answers and a relative camera topic live
+    under /robot1, and its /diagnostics status names it."""
+    from deepseqslam_ros.image_conversion import rgb_to_image_fields
+    from deepseqslam_ros.traversal import load_traversal
+    params = tmp_path / 'robot.yaml'
+    params.write_text(yaml.safe_dump({'/**': {'ros__parameters': {   # any namespace, as the package's file
+        'checkpoint': str(small_checkpoint), 'device': 'cpu', 'image_qos': 'reliable'}}}))
+    process = _start(['launch', 'deepseqslam_ros', 'localize.launch.py', f'params_file:={params}', 'namespace:=robot1',
+                      'image_topic:=camera/image_raw'], tmp_path / 'robot.log')
+    client = Client(image_topic='/robot1/camera/image_raw', node='robot1/deepseqslam_localizer')
+    try:
+        assert client.wait_ready(), (tmp_path / 'robot.log').read_text()
+        frames = load_traversal(gp_root / 'day_left', limit=20)
+        for i in range(len(frames)):
+            client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
+            client.spin(0.1)
+        assert client.wait_for(lambda: len(client.received['candidates']) >= 3, 60), \
+            (tmp_path / 'robot.log').read_text()[-3000:]
     finally:
         stop(process)
         client.close()
