@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'localize.launch.py'
 
 
+def _package_params() -> dict:
+    """The package's params file: its node's parameters (keyed for the node in any namespace)."""
+    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())
+    return params['/**/deepseqslam_localizer']['ros__parameters']
+
+
 def test_launch_file_names_real_executable_params_and_arguments():
     tree = ast.parse(LAUNCH.read_text())
     calls = {node.func.id: node for node in ast.walk(tree)
@@ -30,13 +36,13 @@ def test_launch_file_names_real_executable_params_and_arguments():
                      and getattr(n.targets[0], 'id', '') == 'ARGUMENTS')
     names = set(ast.literal_eval(arguments.value))
     assert {'image_topic', 'odom_topic', 'checkpoint', 'device'} <= names
-    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['/**']['ros__parameters']
+    params = _package_params()
     assert names <= set(params)
 
 
 def test_params_file_matches_node_parameters():
     from deepseqslam_ros.localizer_node import PARAMETERS
-    params = yaml.safe_load((ROOT / 'config' / 'localize.yaml').read_text())['/**']['ros__parameters']
+    params = _package_params()
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert type(value) is type(PARAMETERS[name][0]), name
@@ -79,12 +85,21 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _answers(client: Client, gp_root: Path, log: Path) -> None:
+    """20 day_left frames to the launched node at 10 Hz: it answers (candidates) at least 3 of them."""
+    from deepseqslam_ros.image_conversion import rgb_to_image_fields
+    from deepseqslam_ros.traversal import load_traversal
+    frames = load_traversal(gp_root / 'day_left', limit=20)
+    for i in range(len(frames)):
+        client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
+        client.spin(0.1)
+    assert client.wait_for(lambda: len(client.received['candidates']) >= 3, 60), log.read_text()[-3000:]
+
+
 @needs_ros2
 @pytest.mark.slow
 def test_ros2_launch_params_file_and_arguments(small_checkpoint, gp_root, tmp_path):
     """`ros2 launch` as a user runs it: the params file alone, then a launch argument overriding it."""
-    from deepseqslam_ros.image_conversion import rgb_to_image_fields
-    from deepseqslam_ros.traversal import load_traversal
     params = tmp_path / 'mine.yaml'
     params.write_text(yaml.safe_dump({'deepseqslam_localizer': {'ros__parameters': {
         'checkpoint': str(small_checkpoint), 'image_topic': '/from_file', 'device': 'cpu', 'score_threshold': 4.5,
@@ -106,12 +121,7 @@ def test_ros2_launch_params_file_and_arguments(small_checkpoint, gp_root, tmp_pa
         assert 'successful' in _param('top_k', '3') and 'Integer value is: 3' in _param('top_k')
         refused = _param('image_topic', '/elsewhere')
         assert 'read-only' in refused and '/test/image' in _param('image_topic'), refused
-        frames = load_traversal(gp_root / 'day_left', limit=20)
-        for i in range(len(frames)):
-            client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
-            client.spin(0.1)
-        assert client.wait_for(lambda: len(client.received['candidates']) >= 3, 60), \
-            (tmp_path / 'argument.log').read_text()[-3000:]
+        _answers(client, gp_root, tmp_path / 'argument.log')
     finally:
         stop(process)
         client.close()
@@ -170,22 +180,15 @@ def test_ros2_launch_use_sim_time_follows_the_bag_clock(small_checkpoint, tmp_pa
 def test_ros2_launch_in_a_namespace(small_checkpoint, gp_root, tmp_path):
     """`namespace:=robot1`, one localizer per robot: the node, its answers and a relative camera topic live
     under /robot1, and its /diagnostics status names it."""
-    from deepseqslam_ros.image_conversion import rgb_to_image_fields
-    from deepseqslam_ros.traversal import load_traversal
     params = tmp_path / 'robot.yaml'
-    params.write_text(yaml.safe_dump({'/**': {'ros__parameters': {   # any namespace, as the package's file
+    params.write_text(yaml.safe_dump({'/**/deepseqslam_localizer': {'ros__parameters': {   # any namespace
         'checkpoint': str(small_checkpoint), 'device': 'cpu', 'image_qos': 'reliable'}}}))
     process = _start(['launch', 'deepseqslam_ros', 'localize.launch.py', f'params_file:={params}', 'namespace:=robot1',
                       'image_topic:=camera/image_raw'], tmp_path / 'robot.log')
     client = Client(image_topic='/robot1/camera/image_raw', node='robot1/deepseqslam_localizer')
     try:
         assert client.wait_ready(), (tmp_path / 'robot.log').read_text()
-        frames = load_traversal(gp_root / 'day_left', limit=20)
-        for i in range(len(frames)):
-            client.publish_image(1000.0 + 0.1 * i, rgb_to_image_fields(frames.image(i)))
-            client.spin(0.1)
-        assert client.wait_for(lambda: len(client.received['candidates']) >= 3, 60), \
-            (tmp_path / 'robot.log').read_text()[-3000:]
+        _answers(client, gp_root, tmp_path / 'robot.log')
     finally:
         stop(process)
         client.close()
