@@ -1,15 +1,19 @@
-"""Frozen ImageNet CNN backbones: one global descriptor per image.
+"""Frozen ImageNet CNNs: one global descriptor per image.
 
-Any torchvision classification model works by name. The classifier is dropped and the last
-convolutional feature map is average-pooled: over the whole image ('global', C values: resnet18
-512, mobilenet_v2 1280), or over the whole image and its left, centre and right thirds
-('global+strips', 4C values), which keeps the layout of the scene and was measured to recognise
-Gardens Point at night far better (ARCHITECTURE.md). Weights are resolved offline first.
+Any torchvision classification model works by name. The classifier is dropped and a convolutional
+feature map is average-pooled. Which map (`layer`): 'mid', the network up to its last downsampling
+(stride 16 in most ImageNet CNNs: mobilenet_v2 block 13, resnet layer3), whose features survive
+day-night changes far better than the last map's; or 'last', the last map (the paper's). How it is
+pooled (`pooling`): over a grid of cells ('grid3x3': 3 rows x 3 columns, 9C values, the default,
+which keeps the layout of the scene), over the whole image ('global', C values), or over the whole
+image and its left, centre and right thirds ('global+strips', 4C values). Weights are resolved
+offline first.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from torch.nn import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-POOLINGS = ('global', 'global+strips')
+LAYERS = ('mid', 'last')
 OFFLINE_MOBILENET_V2_SHA256 = 'b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889'
 
 
@@ -109,17 +113,21 @@ class Backbone(nn.Module):
     """Frozen CNN: uint8 RGB images in, (B, dim) descriptors out. BatchNorm stays in eval mode."""
 
     def __init__(self, name: str = 'mobilenet_v2', weights: str | os.PathLike | None = 'imagenet',
-                 image_size: int = 224, pooling: str = 'global+strips'):
+                 image_size: int = 224, pooling: str = 'grid3x3', layer: str = 'mid'):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f'pooling must be one of {POOLINGS}, not {pooling!r}')
-        self.name, self.image_size, self.pooling = name, image_size, pooling
+        self.grid = _grid(pooling)
+        if layer not in LAYERS:
+            raise ValueError(f'layer must be one of {LAYERS}, not {layer!r}')
+        self.name, self.image_size, self.pooling, self.layer = name, image_size, pooling, layer
         self.weights = resolve_weights(name, weights)
         model = torchvision.models.get_model(name, weights=None)
         if self.weights.path is not None:
             state = torch.load(self.weights.path, map_location='cpu', weights_only=True)
             model.load_state_dict(state)
-        self.features = _fold_batchnorm(_feature_map(name, model).eval())
+        self.features = _feature_map(name, model).eval()
+        if layer == 'mid':
+            self.features = _before_last_downsampling(self.features, image_size)
+        self.features = _fold_batchnorm(self.features)
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
         self.requires_grad_(False)
@@ -142,6 +150,8 @@ class Backbone(nn.Module):
         x = (images.to(self.mean.device, non_blocking=True).float() - self.mean) / self.std
         x = x.to(memory_format=torch.channels_last, dtype=next(self.features.parameters()).dtype)
         fmap = self.features(x).float()                                   # (B, C, h, w)
+        if self.grid is not None:
+            return F.adaptive_avg_pool2d(fmap, self.grid).flatten(1)       # cells row by row
         pooled = [fmap.mean((2, 3))]
         if self.pooling == 'global+strips':
             pooled.append(F.adaptive_avg_pool2d(fmap, (1, 3)).flatten(1))  # left, centre, right
@@ -157,11 +167,34 @@ def _feature_map(name: str, model: nn.Module) -> nn.Module:
     """Everything up to the last convolutional feature map (B, C, h, w)."""
     if hasattr(model, 'features'):  # alexnet, vgg, squeezenet, densenet, mobilenet, efficientnet...
         # densenet applies its final ReLU in forward()
-        return nn.Sequential(model.features, nn.ReLU()) if name.startswith('densenet') else model.features
+        return nn.Sequential(*model.features, nn.ReLU()) if name.startswith('densenet') else model.features
     if hasattr(model, 'layer4'):    # resnet, resnext, wide_resnet
         return nn.Sequential(*(getattr(model, n) for n in
                                ('conv1', 'bn1', 'relu', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4')))
     raise ValueError(f'backbone {name!r}: no convolutional feature map found (.features or .layer4); pick a CNN')
+
+
+def _grid(pooling: str) -> tuple[int, int] | None:
+    """(rows, columns) of a 'gridRxC' pooling, None for 'global' / 'global+strips'; ValueError otherwise."""
+    if pooling in ('global', 'global+strips'):
+        return None
+    match = re.fullmatch(r'grid([1-9])x([1-9])', pooling)
+    if match is None:
+        raise ValueError(f"pooling must be 'global', 'global+strips' or 'gridRxC' (e.g. grid3x3), not {pooling!r}")
+    return int(match[1]), int(match[2])
+
+
+@torch.no_grad()
+def _before_last_downsampling(features: nn.Sequential, image_size: int) -> nn.Sequential:
+    """The modules of `features` before the last one that shrinks the feature map."""
+    x, sizes = torch.zeros(1, 3, image_size, image_size), []
+    for module in features:
+        x = module(x)
+        sizes.append(x.shape[-1])
+    last = max((i for i in range(1, len(sizes)) if sizes[i] < sizes[i - 1]), default=0)
+    if last == 0:
+        raise ValueError(f'no downsampling found in the feature map at image size {image_size}; use layer last')
+    return features[:last]
 
 
 @torch.no_grad()

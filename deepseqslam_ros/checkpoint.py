@@ -13,7 +13,8 @@ import torch
 from .model import ModelConfig, SequenceHead
 
 FORMAT = 'deepseqslam_ros.checkpoint'
-VERSION = 2   # 2: the head reads compact descriptors and may be a place embedding (2026-12-01)
+VERSION = 3   # 3: descriptors from the backbone's mid-level map (2026-12-02); 2: the head reads compact
+              # descriptors and may be a place embedding (2026-12-01)
 
 
 class CheckpointError(RuntimeError):

@@ -63,11 +63,11 @@ class MatchConfig:
     query_prior: float = 20.0   # keyframes' worth of reference statistics a query starts from
     min_age: float = 30.0       # online map: only places at least this old (s) are candidates
     keyframe_distance: float = 0.0   # odometry: travel between keyframes (map units); 0 = map's median spacing
-    keyframe_change: float = 0.5     # vision-only: fraction of the map's median frame-to-frame change
+    keyframe_change: float = 0.4     # vision-only: fraction of the map's median frame-to-frame change
     min_speed: float = 0.5           # vision-only: relative speeds searched (query keyframe / map frame)
     max_speed: float = 2.0
     speed_steps: int = 13            # speeds, geometrically spaced (ratio 1.12 from 0.5 to 2)
-    speed_memory: float = 0.8        # vision-only: weight of past keyframes along each speed's trajectory
+    speed_memory: float = 0.75       # vision-only: weight of past keyframes along each speed's trajectory
     memory_z: float = 5.0            # vision-only: at this best window z-score the weight is speed_memory; weaker
                                      # windows lean more on the past: speed_memory ** (z / memory_z); 0 = fixed
     odometry_memory: float = 0.95    # with odometry: the same along each odometry-scale trajectory
@@ -228,7 +228,7 @@ class Keyframer:
         if self.last is None:
             return self._take(view)
         difference = 1 - float(view @ self.last)
-        changed = difference >= change
+        changed = change <= 0 or difference >= change   # 0: every frame (no calibration yet)
         if step is not None and self.travelled >= distance:
             self.stuck = False
             return self._take(view)
@@ -439,7 +439,7 @@ class Localizer:
     def check_map(self, saved: Checkpoint) -> None:
         """A map saved by another checkpoint fits this one only if it was made by the same model:
         backbone, descriptor size, seq_len and descriptor statistics (CheckpointError otherwise)."""
-        fields = ('backbone', 'weights_sha256', 'image_size', 'pooling', 'descriptor_dim', 'seq_len')
+        fields = ('backbone', 'weights_sha256', 'image_size', 'layer', 'pooling', 'descriptor_dim', 'seq_len')
         for name in fields:
             if getattr(saved.config, name) != getattr(self.cfg, name):
                 raise CheckpointError(f'map made with {name}={getattr(saved.config, name)!r}, this checkpoint '
@@ -448,8 +448,8 @@ class Localizer:
             raise CheckpointError('map made with another reference traversal\'s descriptor statistics')
 
     def check_backbone(self, backbone: Backbone) -> None:
-        want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size, self.cfg.pooling)
-        have = (backbone.name, backbone.weights.sha256, backbone.image_size, backbone.pooling)
+        want = (self.cfg.backbone, self.cfg.weights_sha256, self.cfg.image_size, self.cfg.layer, self.cfg.pooling)
+        have = (backbone.name, backbone.weights.sha256, backbone.image_size, backbone.layer, backbone.pooling)
         if want != have:
             raise CheckpointError(f'checkpoint was trained on backbone {want} but got {have}')
 
@@ -457,7 +457,8 @@ class Localizer:
     def backbone(self) -> Backbone:
         """The checkpoint's backbone, built on first use on the localizer's device."""
         if self._backbone is None:
-            self._backbone = Backbone(self.cfg.backbone, 'imagenet', self.cfg.image_size, self.cfg.pooling)
+            self._backbone = Backbone(self.cfg.backbone, 'imagenet', self.cfg.image_size, self.cfg.pooling,
+                                      self.cfg.layer)
             self.check_backbone(self._backbone)
             self._backbone.to(self.device)
         return self._backbone

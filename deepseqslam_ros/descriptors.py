@@ -1,6 +1,6 @@
 """Per-image CNN descriptors, computed once per frame and cached on disk.
 
-A cache file belongs to one (backbone, weights sha256, image size, pooling, traversal folder); inside it each
+A cache file belongs to one (backbone, weights sha256, image size, layer, pooling, traversal folder); inside it each
 descriptor is keyed by its file's name, size and modification time, so changed or new images are
 recomputed and unchanged ones are reused.
 """
@@ -23,7 +23,8 @@ def cache_root() -> Path:
 
 def cache_path(backbone: Backbone, traversal: Traversal, root: Path | None = None) -> Path:
     folder = str(traversal.files[0].parent.resolve())
-    key = f'{backbone.name}|{backbone.weights.sha256}|{backbone.image_size}|{backbone.pooling}|{folder}'
+    key = (f'{backbone.name}|{backbone.weights.sha256}|{backbone.image_size}|{backbone.layer}|{backbone.pooling}'
+           f'|{folder}')
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return (root or cache_root()) / f'{traversal.name}-{backbone.name}-{backbone.image_size}-{digest}.pt'
 

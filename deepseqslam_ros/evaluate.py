@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import POOLINGS, Backbone, WeightsNotFoundError
+from .backbones import LAYERS, Backbone, WeightsNotFoundError
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     add_match_arguments(parser)
     parser.add_argument('--descriptor', choices=('cnn', 'patchnorm'), default='cnn', help='seqslam input')
     parser.add_argument('--backbone', default='mobilenet_v2', help='seqslam CNN')
-    parser.add_argument('--pooling', choices=POOLINGS, default='global+strips', help='seqslam CNN pooling')
+    parser.add_argument('--layer', choices=LAYERS, default='mid', help='seqslam CNN feature map')
+    parser.add_argument('--pooling', default='grid3x3', help='seqslam CNN pooling')
     parser.add_argument('--standardise', choices=('none', 'offline'), default='none',
                         help="seqslam: 'offline' standardises each traversal with its whole-traversal statistics")
     parser.add_argument('--seq-len', type=int, default=10, help='seqslam sequence length')
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.reference:
                 parser.error('--method seqslam needs --reference DIR')
             reference = load_traversal(args.reference, limit=args.max_frames)
-            backbone = Backbone(args.backbone, pooling=args.pooling) if args.descriptor == 'cnn' else None
+            backbone = None if args.descriptor != 'cnn' else \
+                Backbone(args.backbone, pooling=args.pooling, layer=args.layer)
             metrics, scores = evaluate_seqslam(reference, query, args.seq_len, args.tolerance,
                                                args.descriptor, backbone, args.standardise)
             name = f'SeqSLAM ({args.descriptor}, standardise={args.standardise})'

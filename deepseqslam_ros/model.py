@@ -21,8 +21,8 @@ class ModelConfig:
     backbone: str = 'mobilenet_v2'
     weights_sha256: str = ''
     image_size: int = 224
-    pooling: str = 'global+strips'
-    descriptor_dim: int = 5120
+    pooling: str = 'grid3x3'
+    descriptor_dim: int = 864
     seq_len: int = 10
     hidden: int = 128             # the paper: 512
     cell: str = 'lstm'            # 'lstm' (paper) or 'gru'
@@ -31,6 +31,7 @@ class ModelConfig:
     objective: str = 'embedding'  # 'embedding': the final state is a place embedding (metric learning);
                                   # 'classifier': the paper's one class per place
     compact_dim: int = 256        # the head's input: the place index's compact descriptors
+    layer: str = 'mid'            # the backbone's feature map ('mid' or 'last', backbones.py)
 
     def __post_init__(self):
         if self.cell not in ('lstm', 'gru'):

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .bag import BagError, TeachRun, teach_run
-from .backbones import POOLINGS, Backbone, WeightsNotFoundError, pick_device
+from .backbones import LAYERS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
 from .index import compact_projection, project
@@ -145,7 +145,7 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
         center, scale = torch.zeros(2), torch.tensor(1.0)
     model_cfg = ModelConfig(backbone.name, backbone.weights.sha256, backbone.image_size, backbone.pooling,
                             backbone.dim, seq_len, hidden, cell, positions is not None, len(reference) - seq_len,
-                            objective)
+                            objective, layer=backbone.layer)
     torch.manual_seed(cfg.seed)
     head = SequenceHead(model_cfg).to(dev)
     optimizer = torch.optim.Adam(head.parameters(), lr=cfg.lr)
@@ -274,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
     parser.add_argument('--weights', default='imagenet', help="'imagenet' (offline search), a .pth file, or 'none'")
     parser.add_argument('--image-size', type=int, default=224)
-    parser.add_argument('--pooling', choices=POOLINGS, default='global+strips',
-                        help='global average, or global + left/centre/right thirds (default)')
+    parser.add_argument('--layer', choices=LAYERS, default='mid',
+                        help="CNN feature map: 'mid' (before the last downsampling, default) or 'last'")
+    parser.add_argument('--pooling', default='grid3x3',
+                        help="average over a grid of RxC cells ('grid3x3', default), 'global', or 'global+strips' "
+                             '(global + left/centre/right thirds)')
     parser.add_argument('--seq-len', type=int, default=10)
     parser.add_argument('--cell', choices=('lstm', 'gru'), default='lstm')
     parser.add_argument('--objective', choices=OBJECTIVES, default='embedding',
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reference and not args.bag:
         parser.error('one of the arguments --reference --bag is required')
     try:
-        backbone = Backbone(args.backbone, args.weights, args.image_size, args.pooling)
+        backbone = Backbone(args.backbone, args.weights, args.image_size, args.pooling, args.layer)
         if len(args.reference_positions) > len(args.reference) or \
                 len(args.reference_truth) > len(args.reference) - (not args.bag):
             raise ValueError('more --reference-positions / --reference-truth files than --reference folders')

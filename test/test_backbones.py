@@ -51,11 +51,23 @@ def test_unknown_backbone():
         resolve_weights('not_a_net')
 
 
-@pytest.mark.parametrize('name,dim', [('resnet18', 512), ('alexnet', 256), ('vgg16', 512), ('squeezenet1_0', 512),
-                                      ('densenet161', 2208), ('mobilenet_v3_small', 576), ('efficientnet_b0', 1280)])
-def test_descriptor_size_found_from_model(name, dim):
-    assert Backbone(name, weights='none', image_size=64, pooling='global').dim == dim
-    assert Backbone(name, weights='none', image_size=64).dim == 4 * dim
+@pytest.mark.parametrize('name,last,mid', [('mobilenet_v2', 1280, 96), ('resnet18', 512, 256), ('alexnet', 256, 256),
+                                           ('vgg16', 512, 512), ('squeezenet1_0', 512, 512),
+                                           ('densenet161', 2208, 2112), ('mobilenet_v3_small', 576, 48),
+                                           ('efficientnet_b0', 1280, 112)])
+def test_descriptor_size_found_from_model(name, last, mid):
+    """'last': the last feature map's channels; 'mid' (default): the map before the last downsampling."""
+    assert Backbone(name, weights='none', image_size=64, pooling='global', layer='last').dim == last
+    assert Backbone(name, weights='none', image_size=64, pooling='global+strips', layer='last').dim == 4 * last
+    assert Backbone(name, weights='none', image_size=64, pooling='grid2x3').dim == 6 * mid
+    assert Backbone(name, weights='none', image_size=64).dim == 9 * mid
+
+
+def test_bad_pooling_or_layer_is_a_clear_error():
+    with pytest.raises(ValueError, match="'global', 'global\\+strips' or 'gridRxC'"):
+        Backbone('mobilenet_v2', weights='none', image_size=64, pooling='grid3')
+    with pytest.raises(ValueError, match='layer must be one of'):
+        Backbone('mobilenet_v2', weights='none', image_size=64, layer='top')
 
 
 def test_frozen_and_batchnorm_stays_in_eval(backbone):
@@ -70,7 +82,7 @@ def test_imagenet_features_are_meaningful(backbone, gp_root):
     left, right = load_traversal(gp_root / 'day_left'), load_traversal(gp_root / 'day_right')
     d = backbone.describe([left.image(50), right.image(50), right.image(150)])
     d = torch.nn.functional.normalize(d, dim=1)
-    assert d.shape == (3, 5120)
+    assert d.shape == (3, 864)
     assert float(d[0] @ d[1]) > float(d[0] @ d[2])
     assert np.isfinite(d.numpy()).all()
 

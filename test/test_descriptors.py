@@ -27,7 +27,7 @@ def test_cache_reuses_and_invalidates(tmp_path, gp_root, backbone):
         shutil.copy(gp_root / 'day_left' / f'Image{i:03d}.jpg', folder)
     counting = CountingBackbone(backbone)
     first = describe_traversal(counting, load_traversal(folder), cache_dir=tmp_path / 'c', progress=False)
-    assert counting.images == 4 and first.shape == (4, 5120)
+    assert counting.images == 4 and first.shape == (4, 864)
     again = describe_traversal(counting, load_traversal(folder), cache_dir=tmp_path / 'c', progress=False)
     assert counting.images == 4 and torch.equal(first, again)
     # replace one image: only that one is recomputed
