@@ -100,7 +100,7 @@ def main():
               cfg=TrainConfig(epochs=5), device='cpu', progress=False)
     images = frames(100)
     bare = bare_backbone_fps(images[:96], args.batch_size)
-    print(f'bare backbone (mobilenet_v2, global+strips, 640x480 -> 224, batch {args.batch_size}, '
+    print(f'bare backbone (mobilenet_v2 mid-level map, grid3x3, 640x480 -> 224, batch {args.batch_size}, '
           f'{torch.get_num_threads()} threads, this process alone): {bare:.1f} frames/s')
     log = Path(tempfile.mkdtemp()) / 'node.log'
     node = start_localizer(log, checkpoint=checkpoint, image_topic='/bench/image', device='cpu',
