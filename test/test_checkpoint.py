@@ -75,7 +75,7 @@ KEEP_SAVING = '''
 import sys, torch
 from deepseqslam_ros.checkpoint import load_checkpoint
 ckpt = load_checkpoint(sys.argv[1])
-ckpt.places.descriptors = ckpt.places.descriptors.repeat(1800, 1)   # ~200 MB: a save takes a while
+ckpt.places.descriptors = ckpt.places.descriptors.repeat(1800, 1)   # ~370 MB: a save takes a while
 ckpt.places.names = ckpt.places.names * 1800
 ckpt.places.stamps = ckpt.places.stamps.repeat(1800)
 ckpt.places.positions = ckpt.places.positions.repeat(1800, 1)
