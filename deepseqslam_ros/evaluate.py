@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig, Recognition
 from .descriptors import describe_traversal
 from .metrics import hit_metrics, place_metrics, precision_recall, score_matrix_metrics
+from .model import ModelConfig
 from .seqslam import patch_normalised, sequence_scores
 from .traversal import (DatasetMissingError, Traversal, load_frame_truth, load_positions, load_traversal,
                         traversal_positions)
@@ -172,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     add_match_arguments(parser)
     parser.add_argument('--descriptor', choices=('cnn', 'patchnorm'), default='cnn', help='seqslam input')
     parser.add_argument('--backbone', default='mobilenet_v2', help='seqslam CNN')
-    parser.add_argument('--layer', choices=LAYERS, default='mid', help='seqslam CNN feature map')
-    parser.add_argument('--pooling', default='grid3x3', help='seqslam CNN pooling')
+    parser.add_argument('--layer', choices=LAYERS, default=ModelConfig.layer, help='seqslam CNN feature map')
+    parser.add_argument('--pooling', default=ModelConfig.pooling, help='seqslam CNN pooling')
     parser.add_argument('--standardise', choices=('none', 'offline'), default='none',
                         help="seqslam: 'offline' standardises each traversal with its whole-traversal statistics")
     parser.add_argument('--seq-len', type=int, default=10, help='seqslam sequence length')

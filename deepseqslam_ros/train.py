@@ -274,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backbone', default='mobilenet_v2', help='torchvision model name')
     parser.add_argument('--weights', default='imagenet', help="'imagenet' (offline search), a .pth file, or 'none'")
     parser.add_argument('--image-size', type=int, default=224)
-    parser.add_argument('--layer', choices=LAYERS, default='mid',
+    parser.add_argument('--layer', choices=LAYERS, default=ModelConfig.layer,
                         help="CNN feature map: 'mid' (before the last downsampling, default) or 'last'")
-    parser.add_argument('--pooling', default='grid3x3',
+    parser.add_argument('--pooling', default=ModelConfig.pooling,
                         help="average over a grid of RxC cells ('grid3x3', default), 'global', or 'global+strips' "
                              '(global + left/centre/right thirds)')
     parser.add_argument('--seq-len', type=int, default=10)
