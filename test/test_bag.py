@@ -150,6 +150,8 @@ def test_map_from_teach_bag_and_truth_by_index_or_position(tmp_path, gp_root):
     assert done.returncode == 0, done.stderr[-2000:]
     done = run([*evaluate, '--checkpoint', str(tmp_path / 'folder.pt'), *common, '--json', str(tmp_path / 'f.json')])
     folder = json.loads((tmp_path / 'f.json').read_text())
+    print(f'night_right recall@1: bag map {by_index["recall@1"]:.3f} ({by_index["n_queries"]} answers), by position '
+          f'{by_position["recall@1"]:.3f}, folder map {folder["recall@1"]:.3f} ({folder["n_queries"]})')
     assert by_index['recall@1'] >= folder['recall@1'] - 0.02, (by_index, folder)
     assert abs(by_position['recall@1'] - by_index['recall@1']) <= 0.1
     # another traversal (day_right, index-aligned with night) trains the bag map's embedding, aligned
@@ -178,6 +180,9 @@ def test_live_30hz_stop_and_go_agrees_with_offline(small_checkpoint, gp_root, tm
         live = _eval(bag, small_checkpoint, tmp_path / 'live.json', '--live', '--qos', 'reliable')
     finally:
         assert stop(node) == 0
+    print(f'{len(robot)} frames: live recall@1 {live["recall@1"]:.3f}, offline {offline["recall@1"]:.3f} '
+          f'({offline["n_queries"]} answers); published {live["frames_published"]}, processed '
+          f'{live["frames_processed"]}, dropped {live["frames_dropped"]}')
     assert live['frames_published'] == live['frames_processed'] == len(robot) and live['frames_dropped'] == 0, \
         f'{len(robot)} frames: {live}'   # dropped frames (queue) or a stalled node (processed < published)
     assert offline['n_queries'] >= 30 and abs(live['recall@1'] - offline['recall@1']) <= 0.02, (live, offline)
