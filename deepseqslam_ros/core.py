@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
-from .index import PlaceIndex, Rows, compact_projection, project
+from .index import QUANTIZE_FROM, PlaceIndex, Rows, compact_projection, project
 from .model import Standardiser, embed_frames, frame_change, head_input
 
 
@@ -342,6 +342,8 @@ class Localizer:
         self.map_names = list(places.names)
         self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
+        if self.online:   # the indexes grow with the map from its first frame: turning compact costs nothing
+            _ = self.index, self.embeds and self.embedding_index
         if self.retrieval and not self.compact:
             self._compact()
         self._statistics()
@@ -391,12 +393,14 @@ class Localizer:
         return self._embedding_index
 
     def _new_index(self, embeddings: bool = False) -> PlaceIndex:
-        """An index of the map frames' compact descriptors, or of their window embeddings."""
+        """An index of the map frames' compact descriptors, or of their window embeddings. Quantised
+        from the size at which it is searched (an online map's: retrieval_limit, its dense phase then undisturbed)."""
         search = self.match.index_search
         exact = self.device if search == 'exact' or (search == 'auto' and self.device.type == 'cuda') else None
+        quantize_from = max(QUANTIZE_FROM, self.match.retrieval_limit)
         if embeddings:
-            return PlaceIndex(self.cfg.hidden, exact=exact)
-        return PlaceIndex(self.cfg.compact_dim, self.projection, exact=exact)
+            return PlaceIndex(self.cfg.hidden, exact=exact, quantize_from=quantize_from)
+        return PlaceIndex(self.cfg.compact_dim, self.projection, exact=exact, quantize_from=quantize_from)
 
     def project(self, standardised: torch.Tensor) -> torch.Tensor:
         """(..., D) standardised descriptors -> (..., compact_dim) unit-norm compact ones, on the CPU."""

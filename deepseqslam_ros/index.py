@@ -14,16 +14,32 @@ and the candidates are re-ranked by float32 products with their compact descript
 Frames are added one by one as an online map grows. The quantiser is trained once the map has
 `quantize_from` frames (until then every frame is scored exactly), and again each time the map has
 doubled, up to TRAIN_MAX frames; frames added since are encoded `encode_batch` at a time and scored
-exactly until then (one FAISS addition per keyframe cost ~1.5 ms in a running session).
+exactly until then (one FAISS addition per keyframe cost ~1.5 ms in a running session). A map added
+in bulk (loaded) is quantised at once. One growing frame by frame (an online map) trains its quantiser
+in a background thread at nice 10 (~0.7 s at 5,000 frames on this CPU: in the keyframe loop, a stall
+the node's queue did not absorb), and its old codes and exact scores answer until it is done.
 """
 from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import faiss
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+QUANTIZE_FROM = 4096   # smaller indexes are scored exactly
 TRAIN_MAX = 65536   # frames the quantiser is trained on, at most (a seeded sample of a bigger map)
+TRAINER_NICE = 10   # the background quantiser's priority: the keyframe loop keeps its cores (0: 190-260 ms stalls)
+
+
+def _nice() -> None:
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)   # this thread only (Linux)
+
+
+TRAINER = ThreadPoolExecutor(1, 'quantiser', initializer=_nice)   # trains growing maps' quantisers, one at a time
 
 
 class Rows:
@@ -64,12 +80,13 @@ class PlaceIndex:
 
     def __init__(self, dim: int = 256, projection: torch.Tensor | None = None,
                  exact: str | torch.device | None = None,
-                 shortlist: int = 1000, quantize_from: int = 4096, encode_batch: int = 4096):
+                 shortlist: int = 1000, quantize_from: int = QUANTIZE_FROM, encode_batch: int = 4096):
         self.projection = projection
         self.compact = Rows(torch.zeros(0, dim, dtype=torch.float16))
         self.shortlist, self.quantize_from, self.encode_batch = shortlist, quantize_from, encode_batch
         self.exact = self.codes = None
-        self.trained_on = 0   # frames the quantiser was trained with (0: not yet)
+        self.trained_on = 0   # frames the quantiser was (or is being) trained with (0: not yet)
+        self.training: Future | None = None   # the codes being made in the background
         if exact is not None and torch.device(exact).type != 'cpu':
             self.exact = Rows(torch.zeros(0, dim, dtype=torch.float16, device=exact))
         self.quantized = exact is None
@@ -91,22 +108,40 @@ class PlaceIndex:
         if self.exact is not None:
             self.exact.append(compact.half().to(self.exact.buffer.device))
         if self.quantized:
-            self._encode()
+            self._encode(background=len(compact) == 1)
 
-    def _encode(self, chunk: int = 65536) -> None:
+    def _encode(self, background: bool, chunk: int = 65536) -> None:
         """Train the quantiser when the map has reached quantize_from frames or doubled since (up to
-        TRAIN_MAX); encode the frames not yet encoded, once there are encode_batch of them."""
-        n, values = len(self), self.compact.values
-        if n >= max(self.quantize_from, 2 * self.trained_on) and self.trained_on < TRAIN_MAX:
-            sample = values if n <= TRAIN_MAX else \
-                values[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_MAX]]
-            dim = values.shape[1]
-            self.codes = faiss.IndexPQFastScan(dim, dim // 2, 4, faiss.METRIC_INNER_PRODUCT)
-            self.codes.train(np.ascontiguousarray(sample.float().numpy()))
+        TRAIN_MAX), in the `background` or at once; encode the frames not yet encoded, once there
+        are encode_batch of them."""
+        if self.training is not None and (self.training.done() or not background):
+            self.codes, self.training = self.training.result(), None
+        n, values = len(self), self.compact.values   # rows [0, n) of the buffer are never written again
+        if self.training is None and n >= max(self.quantize_from, 2 * self.trained_on) and self.trained_on < TRAIN_MAX:
             self.trained_on = n
-        if self.codes is not None and (self.codes.ntotal == 0 or n - self.codes.ntotal >= self.encode_batch):
+            if background:
+                self.training = TRAINER.submit(self._quantise, values, chunk)
+                return
+            self.codes = self._quantise(values, chunk)
+        if self.codes is not None and n - self.codes.ntotal >= self.encode_batch:
             for start in range(self.codes.ntotal, n, chunk):
                 self.codes.add(np.ascontiguousarray(values[start:start + chunk].float().numpy()))
+
+    @staticmethod
+    def _quantise(values: torch.Tensor, chunk: int) -> faiss.IndexPQFastScan:
+        """A fast-scan quantiser trained on `values` (a seeded sample of TRAIN_MAX if more), holding their
+        codes. Off the main thread: NumPy and one FAISS thread only (a second OpenMP team, torch's or
+        FAISS's, made every later keyframe 2x slower: both runtimes throttle their spin-waits)."""
+        if threading.current_thread() is not threading.main_thread():
+            faiss.omp_set_num_threads(1)
+        values = values.numpy()
+        sample = values if len(values) <= TRAIN_MAX else \
+            values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))[:TRAIN_MAX].numpy()]
+        codes = faiss.IndexPQFastScan(values.shape[1], values.shape[1] // 2, 4, faiss.METRIC_INNER_PRODUCT)
+        codes.train(sample.astype(np.float32))
+        for start in range(0, len(values), chunk):
+            codes.add(values[start:start + chunk].astype(np.float32))
+        return codes
 
     def search(self, compact: torch.Tensor, k: int, limit: int | None = None) -> torch.Tensor:
         """Map frames most like one projected keyframe: up to k ids, among the first `limit` frames."""

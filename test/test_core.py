@@ -184,6 +184,8 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, 
     """Revisits of an online map are found, with retrieval through the index as it grows; a compact
     map saves, loads and answers the same."""
     localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0, retrieval_limit=retrieval_limit), online=True)
+    # the indexes grow with the map from its first frame: turning compact builds nothing (it took 1.6 s at 5,000)
+    assert localizer._index is not None and localizer._embedding_index is not None
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
     stored = set()
@@ -197,10 +199,10 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, 
     found = [abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]
     assert len(hits) >= 10 and np.mean(found) > 0.8
     assert localizer.compact == (retrieval_limit == 0)   # past the limit the map keeps compact descriptors
+    n = len(localizer.map_names)
+    assert len(localizer.index) == len(localizer.embedding_index) == n   # both grow with the map
+    assert localizer.map_embeddings.shape == (n, 128)
     if localizer.compact:
-        n = len(localizer.map_names)
-        assert len(localizer.index) == len(localizer.embedding_index) == n   # both grow with the map
-        assert localizer.map_embeddings.shape == (n, 128)
         localizer.to_checkpoint().save(tmp_path / 'map.pt')
         saved = load_checkpoint(tmp_path / 'map.pt')
         assert saved.places.compact and saved.places.descriptors.shape == (n, 256)
@@ -294,11 +296,18 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
 
     index.add(descriptors[:600])
     assert index.codes is None and found(index, 600) == 1.0      # not trained yet: every frame scored exactly
-    for row in descriptors[600:1500]:
+    for row in descriptors[600:700]:   # row by row, as an online map grows: trained in the background
         index.add(row[None])
+    assert index.trained_on == 700 and index.training is not None and index.codes is None
+    assert found(index, 700) == 1.0    # meanwhile every frame is scored exactly
+    index.training.result()
+    for row in descriptors[700:1500]:
+        index.add(row[None])
+    index.training.result()
+    index.add(descriptors[1500:1501])   # the next frame takes the finished codes
     assert (index.trained_on, index.codes.ntotal) == (1400, 1400)  # trained at 700 frames, again at 1,400;
-    assert found(index, 1500) >= 0.95                               # 100 frames wait for the next batch
-    index.add(descriptors[1500:])
+    assert found(index, 1501) >= 0.95                               # 101 frames wait for the next batch
+    index.add(descriptors[1501:])
     assert len(index) == index.codes.ntotal == 3000 and index.compact.values.dtype == torch.float16
     assert found(index, 3000) >= 0.95
     compact = index.project(queries)
