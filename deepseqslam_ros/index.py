@@ -35,11 +35,15 @@ TRAIN_MAX = 65536   # frames the quantiser is trained on, at most (a seeded samp
 TRAINER_NICE = 10   # the background quantiser's priority: the keyframe loop keeps its cores (0: 190-260 ms stalls)
 
 
-def _nice() -> None:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)   # this thread only (Linux)
+def _trainer_thread() -> None:
+    """Niced, one FAISS thread (this thread only, Linux). Its work is NumPy and FAISS only: a second
+    OpenMP team, torch's or FAISS's, made every later keyframe 2x slower (both runtimes throttle their
+    spin-waits once they count more threads than cores)."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)
+    faiss.omp_set_num_threads(1)
 
 
-TRAINER = ThreadPoolExecutor(1, 'quantiser', initializer=_nice)   # trains growing maps' quantisers, one at a time
+TRAINER = ThreadPoolExecutor(1, 'quantiser', initializer=_trainer_thread)   # growing maps' quantisers, in turn
 
 
 class Rows:
@@ -119,26 +123,23 @@ class PlaceIndex:
         n, values = len(self), self.compact.values   # rows [0, n) of the buffer are never written again
         if self.training is None and n >= max(self.quantize_from, 2 * self.trained_on) and self.trained_on < TRAIN_MAX:
             self.trained_on = n
+            sample = None if n <= TRAIN_MAX else \
+                torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_MAX].numpy()   # torch: here
             if background:
-                self.training = TRAINER.submit(self._quantise, values, chunk)
+                self.training = TRAINER.submit(self._quantise, values, sample, chunk)
                 return
-            self.codes = self._quantise(values, chunk)
+            self.codes = self._quantise(values, sample, chunk)
         if self.codes is not None and n - self.codes.ntotal >= self.encode_batch:
             for start in range(self.codes.ntotal, n, chunk):
                 self.codes.add(np.ascontiguousarray(values[start:start + chunk].float().numpy()))
 
     @staticmethod
-    def _quantise(values: torch.Tensor, chunk: int) -> faiss.IndexPQFastScan:
-        """A fast-scan quantiser trained on `values` (a seeded sample of TRAIN_MAX if more), holding their
-        codes. Off the main thread: NumPy and one FAISS thread only (a second OpenMP team, torch's or
-        FAISS's, made every later keyframe 2x slower: both runtimes throttle their spin-waits)."""
-        if threading.current_thread() is not threading.main_thread():
-            faiss.omp_set_num_threads(1)
+    def _quantise(values: torch.Tensor, sample: np.ndarray | None, chunk: int) -> faiss.IndexPQFastScan:
+        """A fast-scan quantiser trained on the `sample` rows of `values` (None: all), holding their
+        codes; NumPy and FAISS only (it runs on TRAINER too)."""
         values = values.numpy()
-        sample = values if len(values) <= TRAIN_MAX else \
-            values[torch.randperm(len(values), generator=torch.Generator().manual_seed(0))[:TRAIN_MAX].numpy()]
         codes = faiss.IndexPQFastScan(values.shape[1], values.shape[1] // 2, 4, faiss.METRIC_INNER_PRODUCT)
-        codes.train(sample.astype(np.float32))
+        codes.train((values if sample is None else values[sample]).astype(np.float32))
         for start in range(0, len(values), chunk):
             codes.add(values[start:start + chunk].astype(np.float32))
         return codes
