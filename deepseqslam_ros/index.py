@@ -36,9 +36,9 @@ TRAINER_NICE = 10   # the background quantiser's priority: the keyframe loop kee
 
 
 def _trainer_thread() -> None:
-    """Niced, one FAISS thread (this thread only, Linux). Its work is NumPy and FAISS only: a second
-    OpenMP team, torch's or FAISS's, made every later keyframe 2x slower (both runtimes throttle their
-    spin-waits once they count more threads than cores)."""
+    """Niced (this thread only, Linux), one OpenMP thread: FAISS's setting holds for torch's calls here
+    too. With an OpenMP team of its own (its first parallel call made one) every later keyframe ran 2x
+    slower (p50 4.7 -> 9.5 ms); likely libgomp's spin-waits, throttled once it counts more threads than cores."""
     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINER_NICE)
     faiss.omp_set_num_threads(1)
 
@@ -124,7 +124,7 @@ class PlaceIndex:
         if self.training is None and n >= max(self.quantize_from, 2 * self.trained_on) and self.trained_on < TRAIN_MAX:
             self.trained_on = n
             sample = None if n <= TRAIN_MAX else \
-                torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_MAX].numpy()   # torch: here
+                torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TRAIN_MAX].numpy()
             if background:
                 self.training = TRAINER.submit(self._quantise, values, sample, chunk)
                 return
@@ -135,8 +135,7 @@ class PlaceIndex:
 
     @staticmethod
     def _quantise(values: torch.Tensor, sample: np.ndarray | None, chunk: int) -> faiss.IndexPQFastScan:
-        """A fast-scan quantiser trained on the `sample` rows of `values` (None: all), holding their
-        codes; NumPy and FAISS only (it runs on TRAINER too)."""
+        """A fast-scan quantiser trained on the `sample` rows of `values` (None: all), holding their codes."""
         values = values.numpy()
         codes = faiss.IndexPQFastScan(values.shape[1], values.shape[1] // 2, 4, faiss.METRIC_INNER_PRODUCT)
         codes.train((values if sample is None else values[sample]).astype(np.float32))

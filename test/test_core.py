@@ -1,5 +1,7 @@
 """The streaming session: keyframes, speed handling, odometry alignment and bad input."""
 import math
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -319,6 +321,32 @@ def test_index_retrieves_what_exact_search_finds_within_its_limit(ckpt):
     exact_index.add(descriptors)
     assert exact_index.codes is None and torch.allclose(exact_index.compact.values, index.compact.values, atol=1e-3)
     assert found(exact_index, 3000) == found(exact_index, 3000, limit=1000) == 1.0
+
+
+GROWING_INDEX = """
+from pathlib import Path
+import torch
+from deepseqslam_ros import index
+index.TRAIN_MAX = 1500   # so that a retraining samples
+rows = torch.nn.functional.normalize(torch.randn(4000, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+index.PlaceIndex(64).add_compact(rows)   # in bulk: trained at once, here (this thread's OpenMP teams)
+before = len(list(Path('/proc/self/task').iterdir()))
+growing = index.PlaceIndex(64, quantize_from=700, encode_batch=100)
+for row in rows:
+    growing.add_compact(row[None])
+    if growing.training is not None:
+        growing.training.result()
+print(growing.trained_on, growing.codes.ntotal, len(list(Path('/proc/self/task').iterdir())) - before)
+"""
+
+
+def test_a_growing_index_trains_its_quantiser_on_one_more_thread():
+    """Row by row, the quantiser trains on the index's background thread, which must bring no OpenMP
+    team (torch's or FAISS's: with one there, every later keyframe ran 2x slower): the process gains
+    that one thread through three trainings, a sampled one included (a fresh process: TRAINER is shared)."""
+    done = subprocess.run([sys.executable, '-c', GROWING_INDEX], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['2800', '4000', '1']   # trained at 700, 1,400, 2,800 frames
 
 
 def answers_retrieving_exactly(localizer, descriptors):
