@@ -130,8 +130,7 @@ class PlaceIndex:
                 return
             self.codes = self._quantise(values, sample, chunk)
         if self.codes is not None and n - self.codes.ntotal >= self.encode_batch:
-            for start in range(self.codes.ntotal, n, chunk):
-                self.codes.add(np.ascontiguousarray(values[start:start + chunk].float().numpy()))
+            self._add_codes(self.codes, values.numpy(), chunk)
 
     @staticmethod
     def _quantise(values: torch.Tensor, sample: np.ndarray | None, chunk: int) -> faiss.IndexPQFastScan:
@@ -139,9 +138,14 @@ class PlaceIndex:
         values = values.numpy()
         codes = faiss.IndexPQFastScan(values.shape[1], values.shape[1] // 2, 4, faiss.METRIC_INNER_PRODUCT)
         codes.train((values if sample is None else values[sample]).astype(np.float32))
-        for start in range(0, len(values), chunk):
-            codes.add(values[start:start + chunk].astype(np.float32))
+        PlaceIndex._add_codes(codes, values, chunk)
         return codes
+
+    @staticmethod
+    def _add_codes(codes: faiss.IndexPQFastScan, values: np.ndarray, chunk: int) -> None:
+        """Encode the rows of `values` that `codes` does not hold yet, `chunk` at a time."""
+        for start in range(codes.ntotal, len(values), chunk):
+            codes.add(values[start:start + chunk].astype(np.float32))
 
     def search(self, compact: torch.Tensor, k: int, limit: int | None = None) -> torch.Tensor:
         """Map frames most like one projected keyframe: up to k ids, among the first `limit` frames."""
