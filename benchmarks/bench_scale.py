@@ -3,7 +3,8 @@ night_right (or day_right, `--query`) as the (vision-only) query. Per size: per-
 memory per place, recall@1, and the index's recall against exact search. One run, this machine.
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 10000,100000,1000000 [--json OUT] [--no-nordland]
-    .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far
+    .venv/bin/python benchmarks/bench_scale.py --online 100000     # an online map driven that far: day_left,
+                                                                   # the query route, Nordland, over and over
     .venv/bin/python benchmarks/bench_scale.py --index-search exact [--device cuda]   # exact search, not pq
 
 Distractors: the frames of Nordland part 1 (summer and winter, another route: real views that are
@@ -182,8 +183,6 @@ def main() -> int:
                                              'its embedding retrieves places)')
     parser.add_argument('--no-nordland', action='store_true', help='synthetic distractors only')
     parser.add_argument('--online', type=int, default=0, help='drive an online map for this many keyframes instead')
-    parser.add_argument('--retrieval-limit', type=int, default=MatchConfig.retrieval_limit,
-                        help='maps with more frames are verified through the index (--online)')
     parser.add_argument('--tracking-scan-every', type=int, default=MatchConfig.tracking_scan_every,
                         help='while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=MatchConfig.index_search,
@@ -191,7 +190,8 @@ def main() -> int:
     parser.add_argument('--device', default='cpu', help='cpu, cuda or auto')
     parser.add_argument('--seed', type=int, default=0, help='another map: other distractors, real frames elsewhere')
     parser.add_argument('--query', default='night_right', choices=('night_right', 'day_right'),
-                        help='the Gardens Point query traversal (day_right: the validation pair)')
+                        help='the Gardens Point query traversal (day_right: the validation pair); --online: '
+                             'the route driven after day_left')
     parser.add_argument('--json')
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -215,12 +215,11 @@ def main() -> int:
     others = torch.cat([torch.zeros(0, ckpt.config.compact_dim).half(), *(index.project(r).half() for r in runs[2:])])
     if args.online:
         raw = {name: ('gardens_point', describe_traversal(backbone, load_traversal(root / name), progress=False))
-               for name in ('day_left', 'day_right')}
+               for name in ('day_left', args.query)}
         if not args.no_nordland and nordland.is_dir():
             raw.update({s: ('nordland', describe_traversal(backbone, load_traversal(nordland / s), progress=False))
                         for s in ('summer', 'winter')})
-        rows = drive_online(ckpt, raw, args.online, replace(match, retrieval_limit=args.retrieval_limit),
-                            args.device)
+        rows = drive_online(ckpt, raw, args.online, match, args.device)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
         return 0

@@ -22,12 +22,15 @@ Places are map frames: the answer is the map frame aligned with the newest query
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
 where revisits are found among frames older than `min_age` seconds.
 
-Small maps are scored at every place. A map past `retrieval_limit` frames is kept compact (index.py)
-and scored only where it matters: windows that end at the map frames the index retrieves for the
-newest keyframe, or at the last keyframe's best places moved on under each hypothesis, are verified
-by sequence matching; no other place is scored. While the session tracks (seq_len answers
-in a row, each where the last one's speed led) the moved-on places carry it and the indexes are
-scanned every Nth keyframe only.
+Small loaded maps are scored at every place. A map past `retrieval_limit` frames, and an online map
+from its first frame, is kept compact (index.py) and scored only where it matters: windows that end
+at the map frames the index retrieves for the newest keyframe, or at the last keyframe's best places
+moved on under each hypothesis, are verified by sequence matching; no other place is scored. While
+the session tracks (seq_len answers in a row, each where the last one's speed led) the moved-on
+places carry it and the indexes are scanned every Nth keyframe only. An online map holds every pass
+and condition the robot has seen, so a z-score background drawn from the whole of it (what scoring
+a one-traversal map at every place does) made confident wrong revisits; the retrieved places' own
+routes are the background here.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from torch.nn import functional as F
 from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
-from .index import QUANTIZE_FROM, PlaceIndex, Rows, compact_projection, project
+from .index import PlaceIndex, Rows, compact_projection, project
 from .model import Standardiser, embed_frames, frame_change, head_input
 
 
@@ -76,7 +79,8 @@ class MatchConfig:
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
-    retrieval_limit: int = 5000      # maps with more frames verify only the places the index retrieves
+    retrieval_limit: int = 5000      # loaded maps with more frames verify only the places the index retrieves
+                                     # (online maps: always)
     retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
                                      # embedding (and best places carried over)
     tracking_scan_every: int = 10    # while tracking (seq_len answers in a row moving on as their
@@ -318,8 +322,8 @@ class Localizer:
                              'embedding (train with --objective classifier)')
 
     def load_map(self, places: PlaceMap) -> None:
-        """Use `places` as the map. A map past retrieval_limit frames is kept compact: the index's
-        descriptors only (float16, compact_dim values per frame) and the places' embeddings."""
+        """Use `places` as the map. A map past retrieval_limit frames, and an online map, is kept compact:
+        the index's descriptors only (float16, compact_dim values per frame) and the places' embeddings."""
         dim = self.cfg.compact_dim if places.compact else self.cfg.descriptor_dim
         if places.descriptors.shape[1:] != (dim,):
             raise CheckpointError(f'map descriptors {tuple(places.descriptors.shape)} do not match this '
@@ -342,10 +346,10 @@ class Localizer:
         self.map_names = list(places.names)
         self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
-        if self.online:   # the indexes grow with the map from its first frame: turning compact costs nothing
-            _ = self.index, self.embeds and self.embedding_index
         if self.retrieval and not self.compact:
             self._compact()
+        if self.online:   # the indexes grow with the map from its first frame
+            _ = self.embeds and self.embedding_index
         self._statistics()
 
     def _compact(self) -> None:
@@ -370,8 +374,8 @@ class Localizer:
 
     @property
     def retrieval(self) -> bool:
-        """Whether sequences are verified only at the places the index retrieves (a big map)."""
-        return self.compact or len(self.map_names) > self.match.retrieval_limit
+        """Whether sequences are verified only at the places the index retrieves (a big map, an online map)."""
+        return self.compact or self.online or len(self.map_names) > self.match.retrieval_limit
 
     @property
     def index(self) -> PlaceIndex:
@@ -393,14 +397,12 @@ class Localizer:
         return self._embedding_index
 
     def _new_index(self, embeddings: bool = False) -> PlaceIndex:
-        """An index of the map frames' compact descriptors, or of their window embeddings. Quantised
-        from the size at which it is searched (an online map's: retrieval_limit, its dense phase then undisturbed)."""
+        """An index of the map frames' compact descriptors, or of their window embeddings."""
         search = self.match.index_search
         exact = self.device if search == 'exact' or (search == 'auto' and self.device.type == 'cuda') else None
-        quantize_from = max(QUANTIZE_FROM, self.match.retrieval_limit)
         if embeddings:
-            return PlaceIndex(self.cfg.hidden, exact=exact, quantize_from=quantize_from)
-        return PlaceIndex(self.cfg.compact_dim, self.projection, exact=exact, quantize_from=quantize_from)
+            return PlaceIndex(self.cfg.hidden, exact=exact)
+        return PlaceIndex(self.cfg.compact_dim, self.projection, exact=exact)
 
     def project(self, standardised: torch.Tensor) -> torch.Tensor:
         """(..., D) standardised descriptors -> (..., compact_dim) unit-norm compact ones, on the CPU."""
@@ -486,24 +488,18 @@ class Localizer:
 
     def add_place(self, standardised: torch.Tensor, position, stamp: float,
                   projected: torch.Tensor | None = None, embedded: torch.Tensor | None = None) -> None:
-        """Append one keyframe to an online map (amortised: no copy of the map per keyframe); past
-        retrieval_limit frames the map turns compact. `projected`: its index projection, `embedded`: the
-        embedding of the window it ends (the last seq_len keyframes), if already made."""
-        if not self.compact:
-            self._map['descriptors'].append(standardised)
+        """Append one keyframe to an online map (amortised: no copy of the map per keyframe): to its
+        indexes, the compact descriptors. `projected`: its index projection, `embedded`: the embedding of
+        the window it ends (the last seq_len keyframes), if already made."""
         self._map['positions'].append(torch.full((2,), math.nan, dtype=torch.float64) if position is None
                                       else torch.as_tensor(position, dtype=torch.float64))
         self._map['stamps'].append(torch.tensor(stamp, dtype=torch.float64))
         self.map_names.append(f'online/{stamp:.3f}')
-        if self._index is not None:
-            self._index.add_compact((self.project(standardised) if projected is None else projected)[None])
-        if self._embedding_index is not None:   # the window of the map's newest frames
+        self.index.add_compact((self.project(standardised) if projected is None else projected)[None])
+        if self.embeds:   # the window of the map's newest frames
             if embedded is None:
                 embedded = self.embed(self.index.compact.values[-self.cfg.seq_len:].float())
-            self._embedding_index.add_compact(embedded[None])
-        self._embeddings = None   # the map's embeddings, if loaded, lack the new place: made again when needed
-        if self.retrieval and not self.compact:
-            self._compact()
+            self.embedding_index.add_compact(embedded[None])
         if len(self.map_names) in (2, 8) or len(self.map_names) % 64 == 0:   # medians, refreshed as the map grows
             self._statistics()
 

@@ -60,7 +60,7 @@ PARAMETERS = {  # name: (default, description)
     'min_speed': (MatchConfig.min_speed, 'vision-only: slowest speed searched, relative to the map'),
     'max_speed': (MatchConfig.max_speed, 'vision-only: fastest speed searched, relative to the map'),
     'retrieval_limit': (MatchConfig.retrieval_limit,
-                        'maps with more frames verify only the places the index retrieves'),
+                        'loaded maps with more frames, and online maps, verify only the places the index retrieves'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
     'tracking_scan_every': (MatchConfig.tracking_scan_every,
                             'while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe'),

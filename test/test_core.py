@@ -181,13 +181,12 @@ def test_positions_used_and_missing_positions_tolerated(classifier_checkpoint):
     assert not np.allclose(with_pos[0].scores, without[0].scores)
 
 
-@WHOLE_MAP_OR_RETRIEVAL
-def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, tmp_path):
-    """Revisits of an online map are found, with retrieval through the index as it grows; a compact
-    map saves, loads and answers the same."""
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0, retrieval_limit=retrieval_limit), online=True)
-    # the indexes grow with the map from its first frame: turning compact builds nothing (it took 1.6 s at 5,000)
+def test_online_map_grows_without_copying_every_keyframe(ckpt, tmp_path):
+    """Revisits of an online map are found through its indexes, which grow with it from its first
+    frame (whatever retrieval_limit says); the compact map saves, loads and answers the same."""
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0), online=True)
     assert localizer._index is not None and localizer._embedding_index is not None
+    assert localizer.compact and localizer.retrieval
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
     stored = set()
@@ -200,21 +199,19 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, retrieval_limit, 
     shown = [5 + a.frame - 60 for a in hits]   # the map frame stamps are the first pass's frame indices
     found = [abs(localizer.place_stamp(a.place) - i) <= 3 for a, i in zip(hits, shown)]
     assert len(hits) >= 10 and np.mean(found) > 0.8
-    assert localizer.compact == (retrieval_limit == 0)   # past the limit the map keeps compact descriptors
     n = len(localizer.map_names)
     assert len(localizer.index) == len(localizer.embedding_index) == n   # both grow with the map
     assert localizer.map_embeddings.shape == (n, 128)
-    if localizer.compact:
-        localizer.to_checkpoint().save(tmp_path / 'map.pt')
-        saved = load_checkpoint(tmp_path / 'map.pt')
-        assert saved.places.compact and saved.places.descriptors.shape == (n, 256)
-        assert torch.equal(saved.places.embeddings, localizer.map_embeddings)
-        again = Localizer(saved, 'cpu', MatchConfig(min_age=30.0), online=True)
-        assert again.compact and again.retrieval   # a compact map is verified by retrieval whatever its size
-        session = again.session()
-        replayed = [a for a in (session.step(raw[i], None, 1000.0 + i) for i in range(5, 45)) if a is not None]
-        view = [again.place_stamp(a.place) % 100 for a in replayed[10:]]   # passes at stamps i and 100 + i
-        assert len(view) >= 10 and np.mean([abs(v - 5 - a.frame) <= 3 for v, a in zip(view, replayed[10:])]) > 0.8
+    localizer.to_checkpoint().save(tmp_path / 'map.pt')
+    saved = load_checkpoint(tmp_path / 'map.pt')
+    assert saved.places.compact and saved.places.descriptors.shape == (n, 256)
+    assert torch.equal(saved.places.embeddings, localizer.map_embeddings)
+    again = Localizer(saved, 'cpu', MatchConfig(min_age=30.0), online=True)
+    assert again.compact and again.retrieval
+    session = again.session()
+    replayed = [a for a in (session.step(raw[i], None, 1000.0 + i) for i in range(5, 45)) if a is not None]
+    view = [again.place_stamp(a.place) % 100 for a in replayed[10:]]   # passes at stamps i and 100 + i
+    assert len(view) >= 10 and np.mean([abs(v - 5 - a.frame) <= 3 for v, a in zip(view, replayed[10:])]) > 0.8
 
 
 def test_the_keyframe_calibration_is_the_reference_traversals_and_survives_compaction(ckpt, tmp_path):
@@ -253,11 +250,10 @@ def test_a_frame_opencv_cannot_convert_fails_alone(ckpt, backbone):
     assert [a.frame for a in answers] == [10, 11]
 
 
-@WHOLE_MAP_OR_RETRIEVAL
-def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt, retrieval_limit):
+def test_one_loop_closure_per_revisit_with_its_odometry_offset(ckpt):
     """An online map revisited twice, odometry drifted since the first pass: one loop closure per revisit
     (not per frame, nor while the robot stands still), each with the odometry offset between visits."""
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=50.0, threshold=1.0, retrieval_limit=retrieval_limit),
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=50.0, threshold=1.0),
                           online=True)  # a 38-place map
     session = localizer.session()
     raw = ckpt.places.descriptors * ckpt.std + ckpt.mean
@@ -404,7 +400,7 @@ def test_an_online_map_of_many_passes_keeps_tracking(ckpt, gp_root, backbone):
     best answer jumps between copies, and the session must still track (follow one copy) so that the
     indexes are scanned every tracking_scan_every keyframes, not on every one."""
     route = describe_traversal(backbone, load_traversal(gp_root / 'day_left'), progress=False)
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=15.0, retrieval_limit=0, tracking_scan_every=4),
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=15.0, tracking_scan_every=4),
                           online=True)
     session, noise, late = localizer.session(), torch.Generator().manual_seed(0), []
     for lap in range(6):
