@@ -675,14 +675,10 @@ class Session:
         return keyframe.compact
 
     def _rows(self) -> torch.Tensor:
-        """(L, N) similarity of the window's keyframes to every map frame (extended if the map grew)."""
-        loc = self.loc
-        n = len(loc.map_descriptors)
+        """(L, N) similarity of the window's keyframes to every map frame (a loaded map's: it does not grow)."""
         for k in self.window:
             if k.row is None:
-                k.row = loc.map_descriptors @ k.standardised
-            elif len(k.row) < n:
-                k.row = torch.cat([k.row, loc.map_descriptors[len(k.row):] @ k.standardised])
+                k.row = self.loc.map_descriptors @ k.standardised
         return torch.stack([k.row for k in self.window])
 
     def _retrieved(self, moved_on: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
@@ -791,11 +787,12 @@ class Session:
         return index.masked_fill(target < -0.5 * self.loc.spacing, -1.0)
 
     def _candidates(self, scores: torch.Tensor, ends: torch.Tensor | None, stamp: float) -> torch.Tensor:
-        """Online maps: only places at least min_age old may be revisited (-inf for the others)."""
+        """Online maps (verified at `ends`): only places at least min_age old may be revisited (-inf for
+        the others)."""
         if not self.loc.online:
             return scores
-        stamps = self.loc.map_stamps[:scores.shape[-1]] if ends is None else self.loc.map_stamps[ends]
-        return scores.masked_fill(stamps.to(scores.device) > stamp - self.loc.match.min_age, -math.inf)
+        young = self.loc.map_stamps[ends].to(scores.device) > stamp - self.loc.match.min_age
+        return scores.masked_fill(young, -math.inf)
 
     def _along_trajectories(self, scores: torch.Tensor, ends: torch.Tensor | None, previous: torch.Tensor,
                             memory: float, n: int) -> torch.Tensor:
@@ -819,7 +816,7 @@ class Session:
         loc, length = self.loc, self.loc.cfg.seq_len
         scores, ends, alignment, speed = self._sequence_scores(stamp)
         weight = loc.match.lstm_weight
-        logits = self._logits() if weight > 0 and not loc.online and ends is None else None
+        logits = self._logits() if weight > 0 and ends is None else None
         if logits is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
             lstm = torch.full_like(scores, -math.inf)
             lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(logits, dim=0))
