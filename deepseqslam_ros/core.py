@@ -64,6 +64,7 @@ class MatchConfig:
     top_k: int = 5
     threshold: float = 3.0      # z-score at or above which a place is "confident"
     query_prior: float = 20.0   # keyframes' worth of reference statistics a query starts from
+    mean_window: float = 200.0  # keyframes the query's running descriptor mean weighs (it follows the conditions)
     min_age: float = 30.0       # online map: only places at least this old (s) are candidates
     keyframe_distance: float = 0.0   # odometry: travel between keyframes (map units); 0 = map's median spacing
     keyframe_change: float = 0.4     # vision-only: fraction of the map's median frame-to-frame change
@@ -93,6 +94,8 @@ class MatchConfig:
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
         if min(self.top_k, self.retrieval_k, self.tracking_scan_every) < 1:
             raise ValueError('top_k, retrieval_k and tracking_scan_every must be >= 1')
+        if self.mean_window < 1:
+            raise ValueError(f'mean_window must be >= 1 keyframe, got {self.mean_window}')
         if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
             raise ValueError('keyframe_distance, keyframe_change and memory_z must be >= 0')
         if self.index_search not in INDEX_SEARCH:
@@ -547,7 +550,8 @@ class Session:
     def reset(self) -> None:
         """Start a new query traversal (a new bag, a loop restart)."""
         loc, match = self.loc, self.loc.match
-        self.standardiser = Standardiser(loc.ckpt.mean, loc.ckpt.std, match.query_prior).to(loc.device)
+        self.standardiser = Standardiser(loc.ckpt.mean, loc.ckpt.std, match.query_prior,
+                                         match.mean_window).to(loc.device)
         self.keyframer = Keyframer(self._problem, match.odom_jump, match.odom_stuck)
         self.window: deque[_Keyframe] = deque(maxlen=loc.cfg.seq_len)
         self.last_stamp = -math.inf

@@ -116,6 +116,8 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
                         help="vision-only: fraction of the map's median frame-to-frame change that makes a keyframe")
     parser.add_argument('--min-speed', type=float, default=d.min_speed, help='vision-only: slowest relative speed')
     parser.add_argument('--max-speed', type=float, default=d.max_speed, help='vision-only: fastest relative speed')
+    parser.add_argument('--mean-window', type=float, default=d.mean_window,
+                        help="keyframes the query's running descriptor mean weighs (it follows light, weather, season)")
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
                         help='maps with more frames verify only the places the index retrieves')
     parser.add_argument('--tracking-scan-every', type=int, default=d.tracking_scan_every,
@@ -126,8 +128,9 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
 
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:
     return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
-                       min_speed=args.min_speed, max_speed=args.max_speed, retrieval_limit=args.retrieval_limit,
-                       tracking_scan_every=args.tracking_scan_every, index_search=args.index_search, **more)
+                       min_speed=args.min_speed, max_speed=args.max_speed, mean_window=args.mean_window,
+                       retrieval_limit=args.retrieval_limit, tracking_scan_every=args.tracking_scan_every,
+                       index_search=args.index_search, **more)
 
 
 def save_plots(scores: np.ndarray, tolerance: int, folder: Path, title: str) -> None:

@@ -59,6 +59,8 @@ PARAMETERS = {  # name: (default, description)
                         "vision-only: fraction of the map's median frame-to-frame change that makes a keyframe"),
     'min_speed': (MatchConfig.min_speed, 'vision-only: slowest speed searched, relative to the map'),
     'max_speed': (MatchConfig.max_speed, 'vision-only: fastest speed searched, relative to the map'),
+    'mean_window': (MatchConfig.mean_window,
+                    "keyframes the query's running descriptor mean weighs (it follows light, weather, season)"),
     'retrieval_limit': (MatchConfig.retrieval_limit,
                         'loaded maps with more frames, and online maps, verify only the places the index retrieves'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
@@ -95,7 +97,8 @@ def _match_config(p: dict) -> MatchConfig:
             raise ValueError(f'parameter {name} must be > 0 s, got {p[name]}')
     return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
-                       min_speed=p['min_speed'], max_speed=p['max_speed'], retrieval_limit=p['retrieval_limit'],
+                       min_speed=p['min_speed'], max_speed=p['max_speed'], mean_window=p['mean_window'],
+                       retrieval_limit=p['retrieval_limit'],
                        retrieval_k=p['retrieval_k'], tracking_scan_every=p['tracking_scan_every'],
                        index_search=p['index_search'])
 

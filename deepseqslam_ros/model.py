@@ -70,16 +70,18 @@ class Standardiser(nn.Module):
     """Per-dimension standardisation of descriptors, then L2 normalisation.
 
     The reference traversal is standardised with its own statistics. A query traversal starts from
-    the reference's mean, counted as `prior` frames, and updates it with every frame it sees
-    (causal: live, replay and offline evaluation see the same thing); it keeps the reference's
-    std. Day and night descriptors differ mostly by a shift of their mean, which this removes.
+    the reference's mean, counted as `prior` frames, and updates it with every keyframe it sees
+    (causal: live, replay and offline evaluation see the same thing), weighing about the last
+    `window` keyframes, so the mean follows a condition that changes on the way (light, weather,
+    the season of an online map's next pass); it keeps the reference's std. Day and night
+    descriptors differ mostly by a shift of their mean, which this removes.
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, prior: float = 20.0):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, prior: float = 20.0, window: float = math.inf):
         super().__init__()
         self.register_buffer('ref_mean', mean.clone().float())
         self.register_buffer('ref_std', std.clone().float())
-        self.prior = prior
+        self.prior, self.window = prior, window
         self.reset()
 
     def reset(self) -> None:
@@ -97,7 +99,7 @@ class Standardiser(nn.Module):
 
     def update(self, descriptor: torch.Tensor) -> None:
         """Add one query descriptor (a keyframe: a stopped robot must not pull the mean) to the mean."""
-        self.count += 1
+        self.count = min(self.count + 1, max(self.window, self.prior))
         self.mean = self.mean + (descriptor - self.mean) / self.count
 
 
