@@ -99,7 +99,7 @@ class Standardiser(nn.Module):
 
     def update(self, descriptor: torch.Tensor) -> None:
         """Add one query descriptor (a keyframe: a stopped robot must not pull the mean) to the mean."""
-        self.count = min(self.count + 1, max(self.window, self.prior))
+        self.count = min(self.count + 1, self.window)
         self.mean = self.mean + (descriptor - self.mean) / self.count
 
 
