@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -70,10 +70,10 @@ class Checkpoint:
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        places = {f.name: getattr(self.places, f.name) for f in fields(self.places)}   # asdict deep-copies the map
         blob = {'format': FORMAT, 'version': VERSION, 'config': asdict(self.config), 'head': self.head,
                 'mean': self.mean, 'std': self.std, 'position_center': self.position_center,
-                'position_scale': self.position_scale, 'places': asdict(self.places),
-                'training': self.training}
+                'position_scale': self.position_scale, 'places': places, 'training': self.training}
         tmp = path.with_name(f'.{path.name}.tmp')   # one name: a save killed midway leaves one stale file
         try:
             with open(tmp, 'wb') as f:
