@@ -139,14 +139,16 @@ def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: i
                  device: str = 'cpu') -> list[dict]:
     """An online map driven for `keyframes` keyframes: the routes' frames over and over (fresh noise
     each pass), so every place is revisited. Per tenth: latency (p50, p95, worst), memory, map size, and
-    how many answers are confident revisits of the right place (same place name, within the tolerance)."""
+    how many answers are confident revisits of the right place (same place name, within the tolerance), and
+    how many loop closures (one event per revisit, what a pose graph links) link the right place."""
     localizer = Localizer(ckpt, device, match, online=True)
     session = localizer.session()
     generator = torch.Generator().manual_seed(0)
     names: list[tuple[str, int]] = []   # per map frame: (place family, index)
-    chunk, latency, right, confident, stamp, rows = max(1, keyframes // 10), [], 0, 0, 0.0, []
+    chunk, latency, stamp, rows = max(1, keyframes // 10), [], 0.0, []
+    right = confident = closures = closures_right = 0
     print(f'{"keyframes":>9} {"map":>7} {"p50 ms":>7} {"p95 ms":>7} {"max ms":>7} {"RSS MB":>7} {"confident":>9} '
-          f'{"right":>6}')
+          f'{"right":>6} {"loops":>6} {"right":>6}')
     while session.keyframes < keyframes:
         for family, descriptors in routes.values():
             noise = 0.05 * ckpt.std * torch.randn(descriptors.shape, generator=generator)
@@ -160,17 +162,22 @@ def drive_online(ckpt, routes: dict[str, tuple[str, torch.Tensor]], keyframes: i
                 if answer is not None and answer.confident:
                     place = names[answer.place]
                     confident += 1
-                    right += place[0] == family and abs(place[1] - i) <= TOLERANCE
+                    hit = place[0] == family and abs(place[1] - i) <= TOLERANCE
+                    right += hit
+                    if answer.loop_closure is not None:
+                        closures += 1
+                        closures_right += hit
                 if len(latency) and len(latency) % chunk == 0 and len(localizer.map_names) > before:
                     recent = latency[-chunk:]
                     rows.append({'map_frames': len(localizer.map_names), 'p50_ms': float(np.percentile(recent, 50)),
                                  'p95_ms': float(np.percentile(recent, 95)), 'max_ms': max(recent),
                                  'compact': localizer.compact,
                                  'rss_mb': int(Path('/proc/self/statm').read_text().split()[1]) * 4096 / 2 ** 20,
-                                 'confident': confident, 'right': right})
+                                 'confident': confident, 'right': right, 'loop_closures': closures,
+                                 'loop_closures_right': closures_right})
                     print(f'{len(latency):>9} {len(localizer.map_names):>7} {rows[-1]["p50_ms"]:>7.1f} '
                           f'{rows[-1]["p95_ms"]:>7.1f} {rows[-1]["max_ms"]:>7.0f} {rows[-1]["rss_mb"]:>7.0f} '
-                          f'{confident:>9} {right:>6}', flush=True)
+                          f'{confident:>9} {right:>6} {closures:>6} {closures_right:>6}', flush=True)
                 if session.keyframes >= keyframes:
                     return rows
     return rows

@@ -63,6 +63,7 @@ class MatchConfig:
     lstm_weight: float = 0.0    # weight of the LSTM classifier's scores (0: sequence matching alone, measured best)
     top_k: int = 5
     threshold: float = 3.0      # z-score at or above which a place is "confident"
+    loop_threshold: float = 4.5  # z-score at or above which a confident revisit is a loop closure
     query_prior: float = 20.0   # keyframes' worth of reference statistics a query starts from
     mean_window: float = 200.0  # keyframes the query's running descriptor mean weighs (it follows the conditions)
     min_age: float = 30.0       # online map: only places at least this old (s) are candidates
@@ -836,7 +837,7 @@ class Session:
         best, best_score = int(places[0]), float(top[0])
         confident = best_score >= loc.match.threshold
         self._follow(scores, best, speed)
-        loop_closure, loop_offset = self._revisit(best, stamp, confident)
+        loop_closure, loop_offset = self._revisit(best, stamp, confident, best_score >= loc.match.loop_threshold)
         return Recognition(frame=frame, stamp=stamp, place=best, score=best_score, confident=confident,
                            candidates=[(int(p), float(s)) for p, s in zip(places, top)],
                            scores=scores.cpu().numpy(), alignment=alignment, speed=speed, key=key,
@@ -857,17 +858,19 @@ class Session:
                 return
         self.steady = 0
 
-    def _revisit(self, place: int, stamp: float, confident: bool) -> tuple[float | None, np.ndarray | None]:
+    def _revisit(self, place: int, stamp: float, confident: bool, strong: bool) -> tuple[float | None,
+                                                                                        np.ndarray | None]:
         """(stamp of the place's first visit, odometry offset) on the first answer of a revisit, else
-        (None, None). A revisit is a confident match min_age or more after the place's first visit; it
-        goes on while such matches stay within seq_len map frames of each other, and ends after seq_len
-        answers that are not: one loop closure per revisit, however long the robot stays."""
+        (None, None). A revisit is a strong match (score >= loop_threshold) min_age or more after the
+        place's first (confident) visit; it goes on while such matches stay within seq_len map frames of
+        each other, and ends after seq_len answers that are not: one loop closure per revisit, however
+        long the robot stays."""
         loc = self.loc
         first = where = None
         if confident:
             first, where = self.first_seen.setdefault(
                 place, (loc.place_stamp(place), loc.place_pose(place)) if loc.online else (stamp, self.xy))
-        if first is None or stamp - first < loc.match.min_age:
+        if not strong or first is None or stamp - first < loc.match.min_age:
             self.revisit_misses += 1
             if self.revisit_misses >= loc.cfg.seq_len:
                 self.revisit = None

@@ -68,6 +68,8 @@ PARAMETERS = {  # name: (default, description)
                             'while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe'),
     'index_search': (MatchConfig.index_search, INDEX_SEARCH_HELP),
     'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
+    'loop_closure_threshold': (MatchConfig.loop_threshold,
+                               'z-score at or above which a revisit is a loop closure (and score_threshold)'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
     'odom_qos': ('reliable', 'sensor_data (best effort) or reliable'),
     'odom_max_gap': (0.5, 's; frames farther than this from any odometry get no position'),
@@ -82,8 +84,9 @@ PARAMETERS = {  # name: (default, description)
 CHOICES = {'image_qos': ('sensor_data', 'reliable'), 'odom_qos': ('sensor_data', 'reliable'),
            'map_mode': ('localize', 'online'), 'index_search': INDEX_SEARCH,
            'precision': ('float32', 'float16', 'bfloat16')}
-RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'diagnostics_period', 'keyframe_distance',
-           'keyframe_change', 'min_speed', 'max_speed'}   # applied by `ros2 param set`; the others are read-only
+RUNTIME = {'score_threshold', 'top_k', 'lstm_weight', 'loop_closure_gap', 'loop_closure_threshold',
+           'diagnostics_period', 'keyframe_distance', 'keyframe_change', 'min_speed',
+           'max_speed'}   # applied by `ros2 param set`; the others are read-only
 PROBLEMS = ('encoding', 'depth', 'size', 'decode', 'odom_nan', 'odom_jump', 'odom_stuck', 'time_jitter',
             'time_backwards', 'no_odom', 'odom_gap', 'odom_too_old', 'checkpoint', 'device', 'dropped',
             'map_save', 'map_load', 'worker')
@@ -95,7 +98,8 @@ def _match_config(p: dict) -> MatchConfig:
     for name in ('diagnostics_period', 'initial_pose_period'):
         if p[name] <= 0:
             raise ValueError(f'parameter {name} must be > 0 s, got {p[name]}')
-    return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], min_age=p['loop_closure_gap'],
+    return MatchConfig(p['lstm_weight'], p['top_k'], p['score_threshold'], p['loop_closure_threshold'],
+                       min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
                        min_speed=p['min_speed'], max_speed=p['max_speed'], mean_window=p['mean_window'],
                        retrieval_limit=p['retrieval_limit'],

@@ -184,6 +184,7 @@ def test_runtime_parameters_apply_and_others_are_read_only(small_checkpoint, gp_
     try:
         assert client.wait_ready() and parameters.wait_for_services(30), (tmp_path / 'node.log').read_text()
         assert set_parameter('score_threshold', 100.0).successful
+        assert set_parameter('loop_closure_threshold', 6.0).successful
         refused = set_parameter('image_topic', '/elsewhere')
         assert not refused.successful and 'read-only' in refused.reason
         refused = set_parameter('min_speed', 3.0)       # above max_speed 2.0
@@ -210,7 +211,8 @@ def test_online_map_finds_revisits_and_saves(small_checkpoint, gp_root, tmp_path
     saved = tmp_path / 'online_map.pt'
     node = start_localizer(tmp_path / 'node.log', checkpoint=small_checkpoint, image_topic='/test/image',
                            image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
-                           loop_closure_gap=5.0, map_save_path=saved, score_threshold=2.0)
+                           loop_closure_gap=5.0, map_save_path=saved, score_threshold=2.0,
+                           loop_closure_threshold=2.0)
     try:
         assert client.wait_ready(), (tmp_path / 'node.log').read_text()
         stamps = []
@@ -322,9 +324,10 @@ def test_a_killed_node_restarts_from_its_saved_map(small_checkpoint, gp_root, tm
     recognises the places driven before the kill (day_left's first pass, day_right after the restart)."""
     first, again = (load_traversal(gp_root / name, limit=60) for name in ('day_left', 'day_right'))
     saved = tmp_path / 'map.pt'
+    # score_threshold 1.5: at 2.5, 9-15 of 20 needed answers were confident (all right)
     options = dict(image_topic='/test/image', image_qos='reliable', queue_size=200, device='cpu', map_mode='online',
                    map_save_path=saved, map_autosave_period=1.0, loop_closure_gap=20.0,
-                   score_threshold=1.5)   # at 2.5, 9-15 of 20 needed answers were confident (all right)
+                   score_threshold=1.5, loop_closure_threshold=1.5)
     node = start_localizer(tmp_path / 'first.log', checkpoint=small_checkpoint, **options)
     try:
         assert client.wait_ready(), (tmp_path / 'first.log').read_text()
