@@ -164,7 +164,7 @@ class LocalizerNode(Node):
         self.pending: deque = deque()
         self.pending_bytes = 0
         self.odometry = OdometryBuffer(max_gap=self.p['odom_max_gap'], on_problem=self._warn)
-        self.received = self.processed = self.answered = 0
+        self.received = self.processed = self.answered = self.confident = self.loop_closures = 0
         self.busy = 0.0   # seconds the worker spent processing
         self.last_save = self.last_initial_pose = time.monotonic()
         self.odom_frame = 'odom'
@@ -309,6 +309,8 @@ class LocalizerNode(Node):
         answers = self.session.process(frames)
         self.processed += len(frames)
         self.answered += len(answers)
+        self.confident += sum(a.confident for a in answers)
+        self.loop_closures += sum(a.loop_closure is not None for a in answers)
         for answer in answers:
             self.publish(answer.key[0], answer)
         now = time.monotonic()
@@ -405,7 +407,8 @@ class LocalizerNode(Node):
             'input_rate_hz': f'{(self.received - received) / elapsed:.2f}',
             'processed_rate_hz': f'{(self.processed - processed) / elapsed:.2f}',
             'frames_received': str(self.received), 'frames_processed': str(self.processed),
-            'answers': str(self.answered),
+            'answers': str(self.answered), 'confident_answers': str(self.confident),
+            'loop_closures': str(self.loop_closures),
             'latency_p50_ms': f'{1e3 * latencies[len(latencies) // 2]:.1f}' if latencies else 'nan',
             'latency_p95_ms': f'{1e3 * latencies[int(len(latencies) * 0.95)]:.1f}' if latencies else 'nan',
             'queue_depth': str(len(self.pending)),

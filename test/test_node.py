@@ -232,6 +232,8 @@ def test_online_map_finds_revisits_and_saves(small_checkpoint, gp_root, tmp_path
     assert online.places.online and 60 <= len(online.places) <= 120   # one map frame per keyframe
     loops = client.received['loop_closure']
     assert len(loops) == 1, [(m.header.stamp, m.time_ref) for m in loops]   # one revisit: one loop closure
+    confident = sum(m.point.x >= 0 for m in client.received['place'])
+    assert client.diagnostics()['loop_closures'] == '1' and client.diagnostics()['confident_answers'] == str(confident)
     now, then = (_seconds(t) for t in (loops[0].header.stamp, loops[0].time_ref))
     assert now - then >= 5.0 and abs((now - T0) / 0.2 - 60 - (then - T0) / 0.2) <= 2   # the same place
     errors = [abs((_seconds(m.header.stamp) - T0) / 0.2 - 60 - (online.places.stamps[int(m.point.x)] - T0) / 0.2)
