@@ -858,8 +858,8 @@ class Session:
                 return
         self.steady = 0
 
-    def _revisit(self, place: int, stamp: float, confident: bool, strong: bool) -> tuple[float | None,
-                                                                                        np.ndarray | None]:
+    def _revisit(self, place: int, stamp: float, confident: bool,
+                 strong: bool) -> tuple[float | None, np.ndarray | None]:
         """(stamp of the place's first visit, odometry offset) on the first answer of a revisit, else
         (None, None). A revisit is a strong match (score >= loop_threshold) min_age or more after the
         place's first (confident) visit; it goes on while such matches stay within seq_len map frames of

@@ -67,7 +67,7 @@ PARAMETERS = {  # name: (default, description)
     'tracking_scan_every': (MatchConfig.tracking_scan_every,
                             'while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe'),
     'index_search': (MatchConfig.index_search, INDEX_SEARCH_HELP),
-    'loop_closure_gap': (30.0, 's; a confident match to a place first seen longer ago is a loop closure'),
+    'loop_closure_gap': (30.0, 's; a strong match to a place first seen longer ago is a loop closure'),
     'loop_closure_threshold': (MatchConfig.loop_threshold,
                                'z-score at or above which a revisit is a loop closure (and score_threshold)'),
     'image_qos': ('sensor_data', 'sensor_data (best effort) or reliable'),
