@@ -47,11 +47,11 @@ def main() -> int:
     args = parser.parse_args()
     checkpoint = args.checkpoint
     if checkpoint is None:
-        from deepseqslam_ros.train import TrainConfig, train
+        from deepseqslam_ros.train import train
         checkpoint = Path(tempfile.mkdtemp()) / 'soak.pt'
         root = gardens_point_root()
         train(load_traversal(root / 'day_left', root / 'gp_pos.csv'), checkpoint, Backbone('mobilenet_v2'),
-              cfg=TrainConfig(epochs=1), device='cpu', progress=False)
+              device='cpu', progress=False)
     fields = [serialized_image(image) for image in frames(200)]
     log = Path(tempfile.mkdtemp()) / 'node.log'
     node = start_localizer(log, checkpoint=checkpoint, image_topic='/soak/image', device='cpu', map_mode=args.mode,

@@ -23,15 +23,15 @@ from deepseqslam_ros.checkpoint import load_checkpoint
 from deepseqslam_ros.core import Localizer, MatchConfig
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.evaluate import Truth, recognition_metrics
-from deepseqslam_ros.train import TrainConfig, train
+from deepseqslam_ros.train import train
 from deepseqslam_ros.traversal import gardens_point_root, load_positions, load_traversal, simulate_odometry
 from deepseqslam_ros.warps import WARPS, describe_run, make_run
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--checkpoint', help='day_left map (default: trained here, 1 epoch: the matcher does not use '
-                                             'the head)')
+    parser.add_argument('--checkpoint', help='day_left map with its positions (default: trained here, 1,000 steps: '
+                                             'its window embedding retrieves places)')
     parser.add_argument('--query', default='night_right')
     parser.add_argument('--warps', default=','.join(WARPS))
     parser.add_argument('--seeds', default='1', help='warp seeds (noise, stops, speed phase), e.g. 1,2,3,4')
@@ -41,10 +41,9 @@ def main() -> int:
     root = gardens_point_root()
     route = load_positions(root / 'gp_pos.csv', 200)
     backbone = Backbone('mobilenet_v2')
-    path = Path(args.checkpoint or 'runs/bench_speed_day_left.pt')
+    path = Path(args.checkpoint or 'runs/bench_speed_map.pt')
     if not path.is_file():
-        train(load_traversal(root / 'day_left', root / 'gp_pos.csv'), path, backbone, cfg=TrainConfig(epochs=1),
-              device='cpu', progress=False)
+        train(load_traversal(root / 'day_left', root / 'gp_pos.csv'), path, backbone, device='cpu', progress=False)
     ckpt = load_checkpoint(path)
     query = load_traversal(root / args.query)
     rows = []

@@ -22,10 +22,12 @@ Places are map frames: the answer is the map frame aligned with the newest query
 Two maps: the checkpoint's reference frames, or an online map that grows by one frame per keyframe,
 where revisits are found among frames older than `min_age` seconds.
 
-Small loaded maps are scored at every place. A map past `retrieval_limit` frames, and an online map
-from its first frame, is kept compact (index.py) and scored only where it matters: windows that end
-at the map frames the index retrieves for the newest keyframe, or at the last keyframe's best places
-moved on under each hypothesis, are verified by sequence matching; no other place is scored. While
+Retrieval, then verification: windows that end at the map frames the index retrieves for the newest
+keyframe (by descriptor and by window embedding), or at the last keyframe's best places moved on under
+each hypothesis, are verified by sequence matching; no other place is scored (`retrieval_limit`: maps
+up to that many frames are scored at every place instead). A map past `compact_limit` frames, and an
+online map from its first frame, keeps only the index's compact descriptors (index.py) and verifies
+with them; a smaller one verifies with its full descriptors. While
 the session tracks (seq_len answers in a row, each where the last one's speed led) the moved-on
 places carry it and the indexes are scanned every Nth keyframe only. An online map holds every pass
 and condition the robot has seen, so a z-score background drawn from the whole of it (what scoring
@@ -81,8 +83,9 @@ class MatchConfig:
     time_jitter: float = 0.5         # s: a stamp this far back is processed; further back = new traversal
     odom_jump: float = 20.0          # map spacings travelled between two frames that count as a jump
     odom_stuck: int = 5              # appearance keyframes without odometry travel: odometry is stuck
-    retrieval_limit: int = 5000      # loaded maps with more frames verify only the places the index retrieves
-                                     # (online maps: always)
+    retrieval_limit: int = 0         # loaded maps with more frames verify only the places the index retrieves
+                                     # (0: every map; online maps: always); smaller ones score every place
+    compact_limit: int = 5000        # loaded maps with more frames keep (and verify with) compact descriptors only
     retrieval_k: int = 15            # map frames retrieved per keyframe, by descriptor and by window
                                      # embedding (and best places carried over)
     tracking_scan_every: int = 10    # while tracking (seq_len answers in a row moving on as their
@@ -95,6 +98,8 @@ class MatchConfig:
                              f'{self.min_speed}, {self.max_speed}, {self.speed_steps}')
         if min(self.top_k, self.retrieval_k, self.tracking_scan_every) < 1:
             raise ValueError('top_k, retrieval_k and tracking_scan_every must be >= 1')
+        if min(self.retrieval_limit, self.compact_limit) < 0:
+            raise ValueError('retrieval_limit and compact_limit must be >= 0')
         if self.mean_window < 1:
             raise ValueError(f'mean_window must be >= 1 keyframe, got {self.mean_window}')
         if min(self.keyframe_distance, self.keyframe_change, self.memory_z) < 0:
@@ -326,7 +331,7 @@ class Localizer:
                              'embedding (train with --objective classifier)')
 
     def load_map(self, places: PlaceMap) -> None:
-        """Use `places` as the map. A map past retrieval_limit frames, and an online map, is kept compact:
+        """Use `places` as the map. A map past compact_limit frames, and an online map, is kept compact:
         the index's descriptors only (float16, compact_dim values per frame) and the places' embeddings."""
         dim = self.cfg.compact_dim if places.compact else self.cfg.descriptor_dim
         if places.descriptors.shape[1:] != (dim,):
@@ -350,7 +355,7 @@ class Localizer:
         self.map_names = list(places.names)
         self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
-        if self.retrieval and not self.compact:
+        if not self.compact and (self.online or len(places) > self.match.compact_limit):
             self._compact()
         if self.online:   # the indexes grow with the map from its first frame
             _ = self.embeds and self.embedding_index
@@ -728,8 +733,8 @@ class Session:
         """(scores, their places or None for all N map frames, alignment, speed): the scores of the
         window laid on the map ending at each place (online maps: places at least min_age old; -inf
         elsewhere), for the best trajectory hypothesis: an odometry scale when every keyframe of the
-        window has odometry, else a relative speed. Small maps are scored at every place; a map past
-        retrieval_limit only where the index's retrievals put the window."""
+        window has odometry, else a relative speed. Scored only where the index's retrievals put the
+        window (maps up to retrieval_limit frames: at every place)."""
         loc, match, length = self.loc, self.loc.match, self.loc.cfg.seq_len
         n = len(loc.map_names)
         distances = [k.distance for k in self.window]
@@ -764,8 +769,12 @@ class Session:
             first = lay(starts)[0].amin((0, 1)).floor()   # the earliest frame a window of each range touches
             columns = spans(first, stops, n)
             slots = self.slots.fill(columns, n)
-            compact = torch.stack([self._compact(k) for k in self.window])                  # (L, d)
-            rows = compact @ loc.index.compact.values[columns].float().T                   # (L, C)
+            if loc.compact:
+                window = torch.stack([self._compact(k) for k in self.window])               # (L, d)
+                rows = window @ loc.index.compact.values[columns].float().T                # (L, C)
+            else:
+                window = torch.stack([k.standardised for k in self.window])                # (L, D)
+                rows = (window @ loc.map_descriptors[columns].T).cpu().double()            # (L, C)
             background = torch.isin(ends, background)
         else:
             ends = background = slots = None
@@ -821,11 +830,12 @@ class Session:
         loc, length = self.loc, self.loc.cfg.seq_len
         scores, ends, alignment, speed = self._sequence_scores(stamp)
         weight = loc.match.lstm_weight
-        logits = self._logits() if weight > 0 and ends is None else None
+        logits = self._logits() if weight > 0 and not loc.online else None
         if logits is not None:   # classifier class c is the window that ends at map frame c + seq_len - 1
-            lstm = torch.full_like(scores, -math.inf)
+                                 # of the checkpoint's map
+            lstm = torch.full((len(loc.map_names),), -math.inf, device=scores.device, dtype=scores.dtype)
             lstm[length - 1:length - 1 + loc.cfg.n_places] = zscore(F.log_softmax(logits, dim=0))
-            scores = (scores + weight * lstm) / (1 + weight)
+            scores = (scores + weight * (lstm if ends is None else lstm[ends.to(scores.device)])) / (1 + weight)
         valid = int(torch.isfinite(scores).sum())
         if valid < 1:
             self.last_answer, self.steady = None, 0

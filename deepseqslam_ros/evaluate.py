@@ -119,7 +119,10 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mean-window', type=float, default=d.mean_window,
                         help="keyframes the query's running descriptor mean weighs (it follows light, weather, season)")
     parser.add_argument('--retrieval-limit', type=int, default=d.retrieval_limit,
-                        help='maps with more frames verify only the places the index retrieves')
+                        help='maps with more frames verify only the places the index retrieves; smaller ones score '
+                             'every place (0: retrieval for every map)')
+    parser.add_argument('--compact-limit', type=int, default=d.compact_limit,
+                        help='maps with more frames keep and verify with compact descriptors only')
     parser.add_argument('--tracking-scan-every', type=int, default=d.tracking_scan_every,
                         help='while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe')
     parser.add_argument('--index-search', choices=INDEX_SEARCH, default=d.index_search,
@@ -129,7 +132,8 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
 def match_config(args: argparse.Namespace, **more) -> MatchConfig:
     return MatchConfig(keyframe_distance=args.keyframe_distance, keyframe_change=args.keyframe_change,
                        min_speed=args.min_speed, max_speed=args.max_speed, mean_window=args.mean_window,
-                       retrieval_limit=args.retrieval_limit, tracking_scan_every=args.tracking_scan_every,
+                       retrieval_limit=args.retrieval_limit, compact_limit=args.compact_limit,
+                       tracking_scan_every=args.tracking_scan_every,
                        index_search=args.index_search, **more)
 
 

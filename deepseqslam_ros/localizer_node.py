@@ -62,7 +62,10 @@ PARAMETERS = {  # name: (default, description)
     'mean_window': (MatchConfig.mean_window,
                     "keyframes the query's running descriptor mean weighs (it follows light, weather, season)"),
     'retrieval_limit': (MatchConfig.retrieval_limit,
-                        'loaded maps with more frames, and online maps, verify only the places the index retrieves'),
+                        'loaded maps with more frames, and online maps, verify only the places the index retrieves; '
+                        'smaller ones score every place (0: retrieval for every map)'),
+    'compact_limit': (MatchConfig.compact_limit,
+                      'loaded maps with more frames keep and verify with compact descriptors only'),
     'retrieval_k': (MatchConfig.retrieval_k, 'map frames the index retrieves per keyframe'),
     'tracking_scan_every': (MatchConfig.tracking_scan_every,
                             'while tracking, the indexes are scanned only every Nth keyframe; 1 = every keyframe'),
@@ -102,7 +105,7 @@ def _match_config(p: dict) -> MatchConfig:
                        min_age=p['loop_closure_gap'],
                        keyframe_distance=p['keyframe_distance'], keyframe_change=p['keyframe_change'],
                        min_speed=p['min_speed'], max_speed=p['max_speed'], mean_window=p['mean_window'],
-                       retrieval_limit=p['retrieval_limit'],
+                       retrieval_limit=p['retrieval_limit'], compact_limit=p['compact_limit'],
                        retrieval_k=p['retrieval_k'], tracking_scan_every=p['tracking_scan_every'],
                        index_search=p['index_search'])
 

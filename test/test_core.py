@@ -37,14 +37,17 @@ def recall(answers, truth, tolerance=2):
     return float(np.mean([abs(a.place - truth[a.frame]) <= tolerance for a in answers]))
 
 
-# Every map verified at every place (small maps, the default), and verified only where the index's
-# retrievals put the window (maps past retrieval_limit: here any map).
-WHOLE_MAP_OR_RETRIEVAL = pytest.mark.parametrize('retrieval_limit', [5000, 0], ids=['whole_map', 'retrieval'])
+# Verified only where the index's retrievals put the window (the default), with the map's full descriptors
+# or with compact ones (maps past compact_limit: here any map), and verified at every place (maps up to
+# retrieval_limit).
+MAP_PATHS = pytest.mark.parametrize('paths', [{}, {'compact_limit': 0}, {'retrieval_limit': 5000}],
+                                    ids=['retrieval', 'compact', 'whole_map'])
 
 
-@WHOLE_MAP_OR_RETRIEVAL
-def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone, retrieval_limit):
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(top_k=3, retrieval_limit=retrieval_limit), backbone=backbone)
+@MAP_PATHS
+def test_streaming_recognises_reference_and_matches_batch(ckpt, gp_root, backbone, paths):
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(top_k=3, **paths), backbone=backbone)
+    assert (localizer.retrieval, localizer.compact) == ('retrieval_limit' not in paths, 'compact_limit' in paths)
     reference = load_traversal(gp_root / 'day_right', limit=60)
     descriptors = describe_traversal(backbone, reference, progress=False)
     session = localizer.session()
@@ -78,12 +81,12 @@ def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
         assert all(a.alignment == ('odometry' if odometry else 'vision') for a in a_stop)
 
 
-@WHOLE_MAP_OR_RETRIEVAL
-def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone, retrieval_limit):
+@MAP_PATHS
+def test_fast_robot_laid_on_the_map_by_odometry_or_speed_search(ckpt, gp_root, backbone, paths):
     traversal = load_traversal(gp_root / 'day_right', limit=60)
     fast = make_run(traversal, 'fast2', load_positions(gp_root / 'gp_pos.csv', 60), odometry_seed=5, seed=2)
     descriptors = describe_run(backbone, fast)
-    match = MatchConfig(retrieval_limit=retrieval_limit)
+    match = MatchConfig(**paths)
     with_odometry = Localizer(ckpt, 'cpu', match, backbone=backbone).run(descriptors, fast.odometry, fast.stamps)
     assert recall(with_odometry, fast.view) >= 0.9
     short = 0.85 * fast.odometry    # wheel odometry 15 % short: laid on the map along a few scales
@@ -183,7 +186,7 @@ def test_positions_used_and_missing_positions_tolerated(classifier_checkpoint):
 
 def test_online_map_grows_without_copying_every_keyframe(ckpt, tmp_path):
     """Revisits of an online map are found through its indexes, which grow with it from its first
-    frame (whatever retrieval_limit says); the compact map saves, loads and answers the same."""
+    frame (whatever retrieval_limit and compact_limit say); the compact map saves, loads and answers the same."""
     localizer = Localizer(ckpt, 'cpu', MatchConfig(min_age=30.0), online=True)
     assert localizer._index is not None and localizer._embedding_index is not None
     assert localizer.compact and localizer.retrieval
@@ -214,6 +217,33 @@ def test_online_map_grows_without_copying_every_keyframe(ckpt, tmp_path):
     assert len(view) >= 10 and np.mean([abs(v - 5 - a.frame) <= 3 for v, a in zip(view, replayed[10:])]) > 0.8
 
 
+def season_routes(gp_root, backbone, limit=None):
+    """An online drive's routes: Gardens Point day_left, then Nordland part 1 in summer and in winter."""
+    nordland = data_root() / 'nordland_64x32_part1'
+    routes = [('gp', describe_traversal(backbone, load_traversal(gp_root / 'day_left'), progress=False))]
+    return routes + [(season, describe_traversal(backbone, load_traversal(nordland / season, limit=limit),
+                                                 progress=False)) for season in ('summer', 'winter')]
+
+
+def drive_online(ckpt, routes, match):
+    """An online map driven along `routes`: per answer (route, frame, answer, (route, frame) its place shows)."""
+    localizer = Localizer(ckpt, 'cpu', match, online=True)
+    session, shown, answers, stamp = localizer.session(), [], [], 0.0
+    for route, descriptors in routes:
+        for i, descriptor in enumerate(descriptors):
+            stamp += 0.1
+            answer = session.step(descriptor, None, stamp)
+            if answer is not None:
+                answers.append((route, i, answer, shown[answer.place]))
+            shown += [(route, i)] * (len(localizer.map_names) - len(shown))   # the keyframe joined the map
+    return answers
+
+
+def revisits(route, frame, answer, place) -> bool:
+    """A winter answer at the summer place it shows (Nordland has no revisit within a season)."""
+    return route == 'winter' and place[0] == 'summer' and abs(place[1] - frame) <= 2
+
+
 @pytest.mark.slow
 def test_an_online_map_of_other_routes_and_seasons_finds_its_revisits(ckpt, gp_root, backbone):
     """Gardens Point day_left, then Nordland's first 600 frames in summer and in winter: the winter
@@ -224,25 +254,11 @@ def test_an_online_map_of_other_routes_and_seasons_finds_its_revisits(ckpt, gp_r
     the winter pass was standardised by a mean of mostly summer: 0.54 of its answers right here
     against 0.72 with the mean over the last mean_window keyframes (0.12 against 0.77 over Nordland's
     whole 1,788 frames, with bench_scale's map)."""
-    nordland = data_root() / 'nordland_64x32_part1'
-    routes = [('gp', describe_traversal(backbone, load_traversal(gp_root / 'day_left'), progress=False))]
-    routes += [(season, describe_traversal(backbone, load_traversal(nordland / season, limit=600), progress=False))
-               for season in ('summer', 'winter')]
+    routes = season_routes(gp_root, backbone, limit=600)
 
     def drive(match):   # (confident answers right?, winter answers right?)
-        localizer = Localizer(ckpt, 'cpu', match, online=True)
-        session, shown, confident, winter, stamp = localizer.session(), [], [], [], 0.0
-        for route, descriptors in routes:
-            for i, descriptor in enumerate(descriptors):
-                stamp += 0.1
-                answer = session.step(descriptor, None, stamp)
-                if answer is not None:
-                    right = shown[answer.place][0] == 'summer' and route == 'winter' \
-                        and abs(shown[answer.place][1] - i) <= 2
-                    confident += [right] * answer.confident
-                    winter += [right] * (route == 'winter')
-                shown += [(route, i)] * (len(localizer.map_names) - len(shown))   # the keyframe joined the map
-        return confident, winter
+        answers = drive_online(ckpt, routes, match)
+        return [revisits(*a) for a in answers if a[2].confident], [revisits(*a) for a in answers if a[0] == 'winter']
 
     confident, winter = drive(MatchConfig())
     _, whole_drive = drive(MatchConfig(mean_window=math.inf))
@@ -259,23 +275,10 @@ def test_an_online_maps_loop_closures_link_the_right_places(ckpt, gp_root, backb
     (Nordland has no revisit within a season) or a wrong place. At the answers' threshold (3.0, the
     loop closure threshold until 2026-12-03) 14 of 21 loop closures here linked wrong places, all
     with z-scores of 3.0-3.3; at loop_threshold 4.5, none of 13."""
-    nordland = data_root() / 'nordland_64x32_part1'
-    routes = [('gp', describe_traversal(backbone, load_traversal(gp_root / 'day_left'), progress=False))]
-    routes += [(season, describe_traversal(backbone, load_traversal(nordland / season), progress=False))
-               for season in ('summer', 'winter')]
+    routes = season_routes(gp_root, backbone)
 
     def loop_closures(match):   # right? per loop closure
-        localizer = Localizer(ckpt, 'cpu', match, online=True)
-        session, shown, loops, stamp = localizer.session(), [], [], 0.0
-        for route, descriptors in routes:
-            for i, descriptor in enumerate(descriptors):
-                stamp += 0.1
-                answer = session.step(descriptor, None, stamp)
-                if answer is not None and answer.loop_closure is not None:
-                    loops.append(route == 'winter' and shown[answer.place][0] == 'summer'
-                                 and abs(shown[answer.place][1] - i) <= 2)
-                shown += [(route, i)] * (len(localizer.map_names) - len(shown))
-        return loops
+        return [revisits(*a) for a in drive_online(ckpt, routes, match) if a[2].loop_closure is not None]
 
     default, answers = loop_closures(MatchConfig()), loop_closures(MatchConfig(loop_threshold=3.0))
     assert sum(default) >= 10 and default.count(False) <= 1, default
@@ -439,7 +442,7 @@ def test_exact_index_search_verifies_the_same_places(ckpt, gp_root, backbone):
     descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     answers = {}
     for search in ('pq', 'exact'):
-        localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, index_search=search, tracking_scan_every=1))
+        localizer = Localizer(ckpt, 'cpu', MatchConfig(index_search=search, tracking_scan_every=1))
         assert localizer.index.quantized == (search == 'pq')
         answers[search], scans = answers_retrieving_exactly(localizer, descriptors)
         assert recall(answers[search], np.arange(60)) > 0.9 and set(scans) == {(True, True)}   # both, every keyframe
@@ -453,7 +456,7 @@ def test_a_tracking_session_scans_less_and_finds_itself_again_after_a_jump(ckpt,
     and is found again."""
     day_right = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     truth = np.r_[0:45, 5:60]
-    localizer = Localizer(ckpt, 'cpu', MatchConfig(retrieval_limit=0, tracking_scan_every=4))
+    localizer = Localizer(ckpt, 'cpu', MatchConfig(tracking_scan_every=4))
     answers, scans = answers_retrieving_exactly(localizer, day_right[truth])
     scanned = [hits for hits, _ in scans]
     assert 0.25 <= np.mean(scanned) < 0.8                  # tracking most of the way
@@ -482,14 +485,16 @@ def test_an_online_map_of_many_passes_keeps_tracking(ckpt, gp_root, backbone):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA (exact search on the GPU is its default)')
-def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone):
+@pytest.mark.parametrize('compact_limit', [0, 5000], ids=['compact', 'full'])
+def test_cuda_localizer_searches_the_map_on_the_gpu(ckpt, gp_root, backbone, compact_limit):
     """On CUDA, `auto` is exact search with the compact descriptors mirrored on the GPU; it retrieves
-    the exact top-K and answers as the CPU does (up to float near-ties)."""
+    the exact top-K and answers as the CPU does (up to float near-ties), whether the map verifies with
+    compact or full descriptors."""
     descriptors = describe_traversal(backbone, load_traversal(gp_root / 'day_right', limit=60), progress=False)
     answers = {}
     for device in ('cpu', 'cuda'):
-        localizer = Localizer(ckpt, device, MatchConfig(retrieval_limit=0, index_search='auto' if device == 'cuda'
-                                                        else 'exact'))
+        localizer = Localizer(ckpt, device, MatchConfig(compact_limit=compact_limit,
+                                                        index_search='auto' if device == 'cuda' else 'exact'))
         assert not localizer.index.quantized
         assert (localizer.index.exact is not None) == (device == 'cuda')
         if device == 'cuda':
