@@ -13,7 +13,7 @@ statistics (class Distractors, fitted on Gardens Point's day routes: distractors
 map's own places, the hard case): mean, covariance and how views change along a route. They are made
 directly as the map's compact descriptors (the index's projection is linear), so a million-place map
 needs no million full descriptors. The real frames sit
-at a random place among them. The whole-map baseline is the 200-frame day_left map itself.
+at a random place among them. The baseline is the 200-frame day_left map alone.
 """
 from __future__ import annotations
 
@@ -234,7 +234,8 @@ def main() -> int:
     print(f'distractors: {len(others)} real frames of other routes, the rest synthetic', flush=True)
 
     whole = measure(Localizer(ckpt, args.device, match), query, 0, 25)
-    print(f'whole-map baseline, 200 frames: recall@1 {whole["recall@1"]:.3f}, p50 {whole["p50_ms"]:.1f} ms', flush=True)
+    print(f'baseline, the 200-frame map alone: recall@1 {whole["recall@1"]:.3f}, p50 {whole["p50_ms"]:.1f} ms',
+          flush=True)
     rows, rng = [], np.random.default_rng(args.seed)
     for size in [int(s) for s in args.sizes.split(',')]:
         start = time.perf_counter()
@@ -252,7 +253,7 @@ def main() -> int:
         rows.append(row)
         print(f'{size:>8} places: p50 {row["p50_ms"]:.1f} ms, p95 {row["p95_ms"]:.1f} ms, '
               f'{row["bytes_per_place"]:.0f} B/place, recall@1 {row["recall@1"]:.3f} '
-              f'(whole 200-frame map {whole["recall@1"]:.3f}), index recall {row["index_recall"]:.3f} '
+              f'(the 200-frame map alone {whole["recall@1"]:.3f}), index recall {row["index_recall"]:.3f} '
               f'(window embeddings: {row["index_recall_window"] or 0:.3f}), '
               f'true place retrieved {row["true_retrieved"]:.3f} by descriptor, '
               f'{row["true_retrieved_by_window"] or 0:.3f} by window embedding, '
