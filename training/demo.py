@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = {'vision-only': out / 'day_left_vision.pt', 'simulated odometry': out / 'day_left_positions.pt'}
     for (mode, path), trav in zip(checkpoints.items(), (reference, with_positions)):
         print(f'== training the paper\'s classifier head ({mode}) on day_left -> {path}')
-        # the classifier rows need the paper's head; the default rows (lstm_weight 0, a 200-frame map
-        # verified at every place) do not use the head at all
+        # the classifier rows need the paper's head; the default rows (lstm_weight 0) retrieve places by
+        # descriptor (a classifier head has no window embedding) and verify them by sequence matching
         train(trav, path, backbone, cfg=TrainConfig(epochs=args.epochs, batch_size=32), device='auto',
               objective='classifier', hidden=512)
     rows = []
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             for weight, label in ((0.0, 'ours (default): sequence match, streaming standardisation'),
                                   (0.25, 'ours + LSTM classifier, lstm_weight 0.25'),
                                   (1000.0, "LSTM classifier alone (the paper's output)")):
-                metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance,
-                                                      MatchConfig(lstm_weight=weight), progress=False)
+                match = MatchConfig(lstm_weight=weight, retrieval_limit=0 if weight == 0 else len(reference))
+                metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match,
+                                                      progress=False)   # the classifier scores every place
                 rows.append((query_name, f'{label}, {mode}', metrics))
                 if weight == 0.0:
                     save_plots(scores, args.tolerance, out / 'plots' / f'{query_name}_{mode.replace(" ", "_")}', label)
