@@ -746,9 +746,10 @@ class Session:
             speeds, alignment, memory = scales * float(back[0]) / max(length - 1, 1) / loc.spacing, \
                 'odometry', match.odometry_memory
 
-            def moved_on(places):   # the map frames `step` further along, at the smallest and largest scale
+            def moved_on(places):   # the map frames `step` further along, at the smallest and largest scale,
+                # and 3 more either way: a track a few frames behind or ahead can move onto the true place
                 target = cum[places][None] + step * torch.tensor([scales[0], scales[-1]], dtype=torch.float64)[:, None]
-                return torch.searchsorted(cum, target[0]) - 1, torch.searchsorted(cum, target[1]) + 1
+                return torch.searchsorted(cum, target[0]) - 3, torch.searchsorted(cum, target[1]) + 3
 
             def lay(ends):
                 return self._frames_back(scales[:, None] * back, ends), \
