@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             for weight, label in ((0.0, 'ours (default): sequence match, streaming standardisation'),
                                   (0.25, 'ours + LSTM classifier, lstm_weight 0.25'),
                                   (1000.0, "LSTM classifier alone (the paper's output)")):
-                match = MatchConfig(lstm_weight=weight, retrieval_limit=0 if weight == 0 else len(reference))
-                metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match,
-                                                      progress=False)   # the classifier scores every place
+                match = MatchConfig(lstm_weight=weight) if weight == 0 else \
+                    MatchConfig(lstm_weight=weight, retrieval_limit=len(reference))   # the classifier scores every place
+                metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match, progress=False)
                 rows.append((query_name, f'{label}, {mode}', metrics))
                 if weight == 0.0:
                     save_plots(scores, args.tolerance, out / 'plots' / f'{query_name}_{mode.replace(" ", "_")}', label)
