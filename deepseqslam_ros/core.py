@@ -206,6 +206,7 @@ def spans(starts: torch.Tensor, stops: torch.Tensor, n: int) -> torch.Tensor:
 
 
 EASED_AFTER, EASED_CHANGE = 3, 0.8   # vision-only keyframe hysteresis (Keyframer)
+KEYFRAME_EPSILON = 1e-3   # a map frame that is not a keyframe: its step along the map (Localizer.map_keyframes)
 
 
 class Keyframer:
@@ -355,7 +356,10 @@ class Localizer:
         self.map_names = list(places.names)
         self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
+        self._keyframes: tuple[float, torch.Tensor | None] = (math.nan, None)   # threshold, map_keyframes
         if not self.compact and (self.online or len(places) > self.match.compact_limit):
+            self._statistics()
+            _ = self.map_keyframes   # from the full descriptors, before they go
             self._compact()
         if self.online:   # the indexes grow with the map from its first frame
             _ = self.embeds and self.embedding_index
@@ -442,6 +446,21 @@ class Localizer:
                 distance = Rows(torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)]))
             self._distance = (n if known != math.inf else known, distance)
         return None if distance is None else distance.values
+
+    @property
+    def map_keyframes(self) -> torch.Tensor | None:
+        """(N,) each map frame's place along the map in keyframes (vision-only windows are laid along it),
+        or None when every frame is one. A frame that the query's keyframer would not take (the teach run
+        stood still) adds only KEYFRAME_EPSILON, so a window walks over the map's stops as the query's
+        keyframes do over its own. Made from the full descriptors at the current keyframe_change; a
+        compact map keeps what was made at load; an online map is keyframes only."""
+        threshold = self.match.keyframe_change * self.change if math.isfinite(self.change) else 0.0
+        if not self.online and not self.compact and self._keyframes[0] != threshold:
+            keyframer = Keyframer(lambda kind, message: None)
+            taken = torch.tensor([keyframer(view, threshold) for view in self.map_descriptors.cpu()])
+            self._keyframes = (threshold, None if bool(taken.all()) else
+                               torch.where(taken, 1.0, KEYFRAME_EPSILON).double().cumsum(0) - 1)
+        return None if self.online else self._keyframes[1]
 
     def _statistics(self) -> None:
         """The map's median frame spacing (map units) and frame-to-frame change (cosine distance): the
@@ -756,13 +775,21 @@ class Session:
                     self._frames_back(scales[:, None] * step, ends)[:, 0]                 # (H, L, E), (H, E)
         else:
             speeds, alignment, memory = torch.as_tensor(match.speeds), 'vision', match.speed_memory
+            axis = loc.map_keyframes                                                        # None: every frame
+            back = speeds[:, None] * torch.arange(length - 1, -1, -1)                      # (H, L) keyframes
 
             def moved_on(places):   # one keyframe further along, at the slowest and fastest speed
-                return places + math.floor(match.min_speed), places + math.ceil(match.max_speed)
+                if axis is None:
+                    return places + math.floor(match.min_speed), places + math.ceil(match.max_speed)
+                return torch.searchsorted(axis, axis[places] + match.min_speed) - 1, \
+                    torch.searchsorted(axis, axis[places] + match.max_speed) + 1
 
             def lay(ends):
-                ends = ends.double()
-                return ends - (speeds[:, None] * torch.arange(length - 1, -1, -1))[..., None], ends - speeds[:, None]
+                if axis is None:
+                    ends = ends.double()
+                    return ends - back[..., None], ends - speeds[:, None]
+                return self._frames_back(back, ends, axis, 1.0), \
+                    self._frames_back(speeds[:, None], ends, axis, 1.0)[:, 0]
         if loc.retrieval:
             starts, stops, background = self._retrieved(moved_on, n)
             ends = spans(starts, stops, n)
@@ -792,14 +819,17 @@ class Session:
         choice = int(scores.nan_to_num(neginf=-1e9).max(1).values.argmax())
         return scores[choice].float(), ends, alignment, float(speeds[choice])
 
-    def _frames_back(self, back: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    def _frames_back(self, back: torch.Tensor, ends: torch.Tensor, cum: torch.Tensor | None = None,
+                     spacing: float | None = None) -> torch.Tensor:
         """back (..., K) distances -> (..., K, E) fractional map frame that far before each map frame
-        `ends` along the map (-1 before its start)."""
-        cum = self.loc.map_distance
+        `ends` along the map (-1 before its start); `cum`: the map frames' positions along it (default:
+        odometry distance)."""
+        cum = self.loc.map_distance if cum is None else cum
+        spacing = self.loc.spacing if spacing is None else spacing
         target = cum[ends] - back[..., None]
         index = torch.from_numpy(np.interp(target.numpy().ravel(), cum.numpy(), np.arange(len(cum))))
         index = index.reshape(target.shape)
-        return index.masked_fill(target < -0.5 * self.loc.spacing, -1.0)
+        return index.masked_fill(target < -0.5 * spacing, -1.0)
 
     def _candidates(self, scores: torch.Tensor, ends: torch.Tensor | None, stamp: float) -> torch.Tensor:
         """Online maps (verified at `ends`): only places at least min_age old may be revisited (-inf for

@@ -132,12 +132,21 @@ def embed_frames(head: SequenceHead, compact: torch.Tensor, seq_len: int, chunk:
     return torch.cat(parts) if parts else torch.zeros(0, head.rnn.hidden_size, device=device)
 
 
+STOOD_STILL = 0.25   # frame_change: a change below this fraction of the median is a robot standing still
+
+
 def frame_change(descriptors: torch.Tensor) -> float:
-    """Median change between consecutive unit-norm descriptors (cosine distance); NaN for < 2 frames."""
+    """Median change between consecutive unit-norm descriptors (cosine distance) of the frames that
+    moved: a frame that changed by less than STOOD_STILL x the median is left out, twice (a teach run
+    that stopped would otherwise calibrate keyframes on its repeated views). NaN for < 2 frames."""
     descriptors = descriptors.float()
     if len(descriptors) < 2:
         return math.nan
-    return float((1 - (descriptors[1:] * descriptors[:-1]).sum(1)).median())
+    changes = 1 - (descriptors[1:] * descriptors[:-1]).sum(1)
+    median = changes.median()
+    for _ in range(2):
+        median = changes[changes >= STOOD_STILL * median].median()
+    return float(median)
 
 
 def stats(descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                   (0.25, 'ours + LSTM classifier, lstm_weight 0.25'),
                                   (1000.0, "LSTM classifier alone (the paper's output)")):
                 match = MatchConfig(lstm_weight=weight) if weight == 0 else \
-                    MatchConfig(lstm_weight=weight, retrieval_limit=len(reference))   # the classifier scores every place
+                    MatchConfig(lstm_weight=weight, retrieval_limit=len(reference))   # scores every place
                 metrics, scores = evaluate_checkpoint(ckpt, query, positions, args.tolerance, match, progress=False)
                 rows.append((query_name, f'{label}, {mode}', metrics))
                 if weight == 0.0:
