@@ -454,13 +454,15 @@ class Localizer:
         stood still) adds only KEYFRAME_EPSILON, so a window walks over the map's stops as the query's
         keyframes do over its own. Made from the full descriptors at the current keyframe_change; a
         compact map keeps what was made at load; an online map is keyframes only."""
+        if self.online:
+            return None
         threshold = self.match.keyframe_change * self.change if math.isfinite(self.change) else 0.0
-        if not self.online and not self.compact and self._keyframes[0] != threshold:
+        if not self.compact and self._keyframes[0] != threshold:
             keyframer = Keyframer(lambda kind, message: None)
             taken = torch.tensor([keyframer(view, threshold) for view in self.map_descriptors.cpu()])
             self._keyframes = (threshold, None if bool(taken.all()) else
                                torch.where(taken, 1.0, KEYFRAME_EPSILON).double().cumsum(0) - 1)
-        return None if self.online else self._keyframes[1]
+        return self._keyframes[1]
 
     def _statistics(self) -> None:
         """The map's median frame spacing (map units) and frame-to-frame change (cosine distance): the
