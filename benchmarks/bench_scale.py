@@ -34,7 +34,7 @@ from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
 from deepseqslam_ros.core import INDEX_SEARCH, INDEX_SEARCH_HELP, Localizer, MatchConfig
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.index import PlaceIndex, compact_projection
-from deepseqslam_ros.model import Standardiser, frame_change
+from deepseqslam_ros.model import Standardiser, change_ratio, frame_change
 from deepseqslam_ros.train import train
 from deepseqslam_ros.traversal import data_root, gardens_point_root, load_traversal
 
@@ -214,6 +214,8 @@ def main() -> int:
     match = MatchConfig(index_search=args.index_search, tracking_scan_every=args.tracking_scan_every)
     index = PlaceIndex(ckpt.config.compact_dim, compact_projection(ckpt.config.descriptor_dim, ckpt.config.compact_dim))
     real = reference(describe_traversal(backbone, load_traversal(root / 'day_left'), progress=False))
+    change = frame_change(real)   # the maps' calibrations are the route's, as a trained map's are
+    ratio = change_ratio(real, change)
     runs = [real, reference(describe_traversal(backbone, load_traversal(root / 'day_right'), progress=False))]
     nordland = data_root() / 'nordland_64x32_part1'
     if not args.no_nordland and nordland.is_dir():
@@ -242,7 +244,7 @@ def main() -> int:
         compact, offset = build_map(size, index.project(real).half(), others, distractors, rng)
         places = PlaceMap(compact, None, torch.arange(size, dtype=torch.float64),
                           [f'frame/{i}' for i in range(size)], torch.zeros(0, ckpt.config.hidden), compact=True,
-                          change=frame_change(real))   # keyframes calibrated on the route, as a trained map is
+                          change=change, change_ratio=ratio)
         localizer = Localizer(replace(ckpt, places=places), args.device, match)
         if localizer.embeds:
             _ = localizer.embedding_index   # the places' window embeddings, made from the compact map

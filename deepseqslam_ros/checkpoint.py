@@ -37,6 +37,8 @@ class PlaceMap:
     change:      the reference traversal's median frame-to-frame change (cosine distance of its
                  standardised descriptors): vision-only keyframes are calibrated on it. NaN: measured
                  from the map's own frames when loaded (an online map: as it grows).
+    change_ratio: the change between frames two apart over `change` (model.change_ratio): how far
+                 along the route a view is shared. NaN: measured like `change`.
     """
     descriptors: torch.Tensor
     positions: torch.Tensor | None
@@ -46,6 +48,7 @@ class PlaceMap:
     online: bool = False
     compact: bool = False
     change: float = math.nan
+    change_ratio: float = math.nan
 
     def __len__(self) -> int:
         return len(self.names)

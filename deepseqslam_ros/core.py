@@ -51,13 +51,14 @@ from .backbones import Backbone, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap
 from .image_conversion import CvBridge, ImageError, compressed_to_rgb, image_to_rgb
 from .index import PlaceIndex, Rows, compact_projection, project
-from .model import Standardiser, embed_frames, frame_change, head_input
+from .model import Standardiser, change_ratio, embed_frames, frame_change, head_input
 
 
 INDEX_SEARCH = ('auto', 'pq', 'exact')   # MatchConfig.index_search
 INDEX_SEARCH_HELP = 'pq (quantised scan, re-ranked; CPU) or exact (on the device); auto = exact on CUDA'
 BACKGROUND_REACH = 100   # map frames around a retrieved place where its z-score background is drawn
 TRACK_MARGIN = 1.0       # z-score below the best at which the tracked place still counts as the same track
+SHARED_VIEW = 1 + math.exp(-1)   # change_ratio of a route whose views decorrelate over one frame spacing
 
 
 @dataclass
@@ -161,10 +162,11 @@ def zscore(x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Ten
     return torch.where(finite, z, x)
 
 
-def fractional_rows(rows: torch.Tensor, index: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+def fractional_rows(rows: torch.Tensor, index: torch.Tensor, slots: torch.Tensor | None = None,
+                    best: bool = False) -> torch.Tensor:
     """rows (L, M) of values at M map frames, index (L, K) fractional map frames -> (L, K) linearly
-    interpolated; -inf outside the map. slots (n,): the column of each of the n map frames in rows
-    (-1: none, then -inf); None: rows has all of them."""
+    interpolated (best: the better of the two map frames); -inf outside the map. slots (n,): the column
+    of each of the n map frames in rows (-1: none, then -inf); None: rows has all of them."""
     n = rows.shape[1] if slots is None else len(slots)
     inside = (index >= -0.5) & (index <= n - 0.5)
     index = index.clamp(0, n - 1)
@@ -175,7 +177,8 @@ def fractional_rows(rows: torch.Tensor, index: torch.Tensor, slots: torch.Tensor
         lo, hi = slots[lo], slots[hi]
         inside &= (lo >= 0) & ((hi >= 0) | (a == 0))
         lo, hi = lo.clamp(min=0), hi.clamp(min=0)
-    value = rows.gather(1, lo) * (1 - a) + rows.gather(1, hi) * a
+    low, high = rows.gather(1, lo), rows.gather(1, hi)
+    value = torch.where(a > 0, torch.maximum(low, high), low) if best else low * (1 - a) + high * a
     return torch.where(inside, value, torch.full_like(value, -math.inf))
 
 
@@ -354,7 +357,7 @@ class Localizer:
         else:
             self._map['descriptors'] = Rows(places.descriptors.float().to(self.device))
         self.map_names = list(places.names)
-        self.calibration = places.change   # the reference traversal's frame-to-frame change, if stored
+        self.calibration = (places.change, places.change_ratio)   # the reference traversal's, if stored
         self._distance: tuple[float, Rows | None] = (0, None)   # frames covered (inf: never), distances
         self._keyframes: tuple[float, torch.Tensor | None] = (math.nan, None)   # threshold, map_keyframes
         if not self.compact and (self.online or len(places) > self.match.compact_limit):
@@ -465,12 +468,20 @@ class Localizer:
         return self._keyframes[1]
 
     def _statistics(self) -> None:
-        """The map's median frame spacing (map units) and frame-to-frame change (cosine distance): the
-        stored calibration, else measured on the map's (a big map's recent) frames."""
+        """The map's median frame spacing (map units), frame-to-frame change (cosine distance) and change
+        ratio: the stored calibration, else measured on the map's (a big map's recent) frames."""
         distance = self.map_distance
         self.spacing = float('nan') if distance is None else float(distance[-4097:].diff().median())
-        self.change = self.calibration if math.isfinite(self.calibration) else \
-            frame_change(self.map_descriptors[-4096:])
+        (change, ratio), recent = self.calibration, self.map_descriptors[-4096:]
+        self.change = change if math.isfinite(change) else frame_change(recent)
+        self.change_ratio = ratio if math.isfinite(ratio) else change_ratio(recent, frame_change(recent))
+
+    @property
+    def sparse(self) -> bool:
+        """Whether neighbouring map frames share little of their view (change_ratio under SHARED_VIEW: the
+        views decorrelate within one frame spacing, as Nordland's do): a window's fractional map frame is
+        then read as the better of its two neighbours, since a blend of two unrelated views matches neither."""
+        return self.change_ratio < SHARED_VIEW
 
     def check_map(self, saved: Checkpoint) -> None:
         """A map saved by another checkpoint fits this one only if it was made by the same model:
@@ -538,7 +549,7 @@ class Localizer:
         positions = None if self.map_positions is None else self.map_positions.clone()
         places = PlaceMap(self.map_descriptors.cpu().clone(), positions, self.map_stamps.clone(),
                           list(self.map_names), self.map_embeddings.clone(), self.online, self.compact,
-                          self.calibration)
+                          *self.calibration)
         return replace(self.ckpt, places=places, training={})
 
     def run(self, descriptors: torch.Tensor, positions: np.ndarray | None = None,
@@ -812,7 +823,7 @@ class Session:
             rows = self._rows().double()                                                   # (L, N)
         h, e = index.shape[0], index.shape[2]                                              # (H, L, E) -> (L, H E)
         flat = index.to(rows.device, rows.dtype).transpose(0, 1).reshape(length, h * e)
-        laid = fractional_rows(rows, flat, slots).mean(0).reshape(h, e)                  # (H, E)
+        laid = fractional_rows(rows, flat, slots, loc.sparse).mean(0).reshape(h, e)      # (H, E)
         scores = zscore(self._candidates(laid, ends, stamp), background)
         if alignment == 'vision' and match.memory_z > 0:   # weak evidence: lean on the past, sharp: on the present
             sharpness = float(scores.nan_to_num(neginf=-1e9).max()) / match.memory_z

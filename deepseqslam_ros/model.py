@@ -149,6 +149,20 @@ def frame_change(descriptors: torch.Tensor) -> float:
     return float(median)
 
 
+def change_ratio(descriptors: torch.Tensor, change: float) -> float:
+    """Median change between frames two apart over `change` (frame_change's), where both steps moved:
+    1 + e^(-1/l) for a route whose views decorrelate over l frames (Gardens Point day_left 1.59, Nordland
+    summer 1.12). NaN for < 3 frames."""
+    descriptors = descriptors.float()
+    if len(descriptors) < 3 or not math.isfinite(change):
+        return math.nan
+    steps = 1 - (descriptors[1:] * descriptors[:-1]).sum(1)
+    moved = steps >= STOOD_STILL * change
+    two = 1 - (descriptors[2:] * descriptors[:-2]).sum(1)
+    two = two[moved[1:] & moved[:-1]]
+    return float(two.median()) / change if len(two) else math.nan
+
+
 def stats(descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std of (N, D) descriptors (std floored to avoid dead channels)."""
     return descriptors.mean(0), descriptors.std(0).clamp_min(1e-6)

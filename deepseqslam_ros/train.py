@@ -26,8 +26,8 @@ from .backbones import LAYERS, Backbone, WeightsNotFoundError, pick_device
 from .checkpoint import Checkpoint, CheckpointError, PlaceMap, load_checkpoint
 from .descriptors import describe_traversal
 from .index import compact_projection, project
-from .model import (OBJECTIVES, ModelConfig, SequenceHead, Standardiser, embed_frames, frame_change, frame_windows,
-                    head_input, stats)
+from .model import (OBJECTIVES, ModelConfig, SequenceHead, Standardiser, change_ratio, embed_frames, frame_change,
+                    frame_windows, head_input, stats)
 from .traversal import DatasetMissingError, Traversal, frame_truth, frames_showing, load_frame_truth, load_traversal
 
 
@@ -163,6 +163,8 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
     normed_positions = None if positions is None else ((positions - center) / scale).to(dev)
     labels = torch.arange(model_cfg.n_places, device=dev)
     log_speeds = (math.log(cfg.min_speed), math.log(cfg.max_speed))
+    change = frame_change(frames)   # the map's calibrations (vision-only keyframes; reading fractional frames)
+    ratio = change_ratio(frames, change)
 
     def checkpoint(epoch: int) -> Checkpoint:
         head.eval()
@@ -186,7 +188,7 @@ def train(references: Traversal | TeachRun | list[Traversal | TeachRun], out: st
                           PlaceMap(frames.cpu(), None if reference.positions is None
                                    else torch.as_tensor(reference.positions).double(),
                                    torch.as_tensor(stamps, dtype=torch.float64), list(names), embeddings.cpu(),
-                                   change=frame_change(frames)),
+                                   change=change, change_ratio=ratio),
                           {'epoch': epoch, 'optimizer': optimizer.state_dict(), 'history': history,
                            **quality, 'train_config': asdict(cfg), 'steps': epoch * batches})
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from deepseqslam_ros.checkpoint import PlaceMap, load_checkpoint
-from deepseqslam_ros.core import EASED_AFTER, EASED_CHANGE, Frame, Keyframer, Localizer, MatchConfig, split_stamp, \
-    teach_keyframes
+from deepseqslam_ros.core import EASED_AFTER, EASED_CHANGE, SHARED_VIEW, Frame, Keyframer, Localizer, MatchConfig, \
+    split_stamp, teach_keyframes
 from deepseqslam_ros.descriptors import describe_traversal
 from deepseqslam_ros.model import frame_change, frame_windows
 from deepseqslam_ros.traversal import data_root, load_positions, load_traversal
@@ -81,24 +81,46 @@ def test_a_stopped_robot_adds_no_keyframes(ckpt, gp_root, backbone):
         assert all(a.alignment == ('odometry' if odometry else 'vision') for a in a_stop)
 
 
-def test_a_map_whose_teach_run_stood_still_is_walked_over(backbone, tmp_path):
+@pytest.fixture(scope='module')
+def nordland_map(backbone, tmp_path_factory):
+    """A map of Nordland summer's first 400 frames (150 training steps)."""
+    from deepseqslam_ros.train import TrainConfig, train
+    out = tmp_path_factory.mktemp('nordland') / 'summer.pt'
+    train(load_traversal(data_root() / 'nordland_64x32_part1' / 'summer', limit=400), out, backbone,
+          cfg=TrainConfig(steps=150), device='cpu', progress=False)
+    return load_checkpoint(out)
+
+
+def test_a_map_whose_teach_run_stood_still_is_walked_over(nordland_map, backbone):
     """Nordland's summer run stands still at stations (and its winter run at the same places): map frames
     that the keyframer would not take add (almost) nothing along the map, so vision-only windows walk
     over the map's stops as the query's keyframes do over its own (laid along map frames, these 400
     frames scored 0.878; along the map's keyframes 0.973), and the keyframe calibration leaves the
     stops out."""
-    from deepseqslam_ros.train import TrainConfig, train
-    nordland = data_root() / 'nordland_64x32_part1'
-    train(load_traversal(nordland / 'summer', limit=400), tmp_path / 'summer.pt', backbone,
-          cfg=TrainConfig(steps=150), device='cpu', progress=False)
-    ckpt = load_checkpoint(tmp_path / 'summer.pt')
-    frames = ckpt.places.descriptors
-    assert ckpt.places.change > 1.03 * float((1 - (frames[1:] * frames[:-1]).sum(1)).median())
-    localizer = Localizer(ckpt, 'cpu', backbone=backbone)
+    frames = nordland_map.places.descriptors
+    assert nordland_map.places.change > 1.03 * float((1 - (frames[1:] * frames[:-1]).sum(1)).median())
+    localizer = Localizer(nordland_map, 'cpu', backbone=backbone)
     along = localizer.map_keyframes
     assert along is not None and 240 <= float(along[-1]) + 1 <= 300 and int((along.diff() < 0.01).sum()) > 100
-    winter = describe_traversal(backbone, load_traversal(nordland / 'winter', limit=400), progress=False)
+    winter = describe_traversal(backbone, load_traversal(data_root() / 'nordland_64x32_part1' / 'winter',
+                                                         limit=400), progress=False)
     assert recall(localizer.run(winter), np.arange(400)) >= 0.94
+
+
+def test_a_map_whose_neighbouring_frames_share_little_is_read_at_its_frames(nordland_map, ckpt, backbone):
+    """Nordland's frames are so far apart that a view shares little with the next (change ratio 1.12-1.15,
+    Gardens Point's 1.59): a window 1.5x faster than the map falls between map frames, where a blend of
+    two unrelated views matches neither; it reads the better of the two (1.5x: 0.858 here, blended 0.751)."""
+    assert nordland_map.places.change_ratio < SHARED_VIEW
+    localizer = Localizer(nordland_map, 'cpu', backbone=backbone)
+    assert localizer.sparse and not Localizer(ckpt, 'cpu').sparse
+    winter = load_traversal(data_root() / 'nordland_64x32_part1' / 'winter', limit=400)
+    fast = make_run(winter, 'fast1.5', None, None, seed=1)
+    descriptors = describe_run(backbone, fast)
+    shared = replace(nordland_map, places=replace(nordland_map.places, change_ratio=2.0))   # as if views were shared
+    read = recall(localizer.run(descriptors, None, fast.stamps), fast.view)
+    blended = recall(Localizer(shared, 'cpu', backbone=backbone).run(descriptors, None, fast.stamps), fast.view)
+    assert read >= 0.83 and read > blended + 0.06, (read, blended)
 
 
 @MAP_PATHS
