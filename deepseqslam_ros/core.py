@@ -807,7 +807,8 @@ class Session:
             starts, stops, background = self._retrieved(moved_on, n)
             ends = spans(starts, stops, n)
             index, previous = lay(ends)
-            first = lay(starts)[0].amin((0, 1)).floor()   # the earliest frame a window of each range touches
+            earliest = index.amin((0, 1)).floor()   # the earliest frame a window ending at each place touches
+            first = earliest[torch.searchsorted(ends, starts.long().clamp(0, n - 1))]   # ... at each range's start
             columns = spans(first, stops, n)
             slots = self.slots.fill(columns, n)
             if loc.compact:
